@@ -1,0 +1,44 @@
+"""metaopt: learned optimizers and meta-learning in JAX."""
+
+from metaopt.evaluate import (
+    TuneResult,
+    baseline_optimizers,
+    evaluate,
+    log_grid,
+    loss_curves,
+    tune_learning_rate,
+)
+from metaopt.lstm import lstm_optimizer
+from metaopt.meta_train import MetaTrainResult, meta_train, truncation_lengths
+from metaopt.optax_adapter import as_optax
+from metaopt.preprocess import log_and_sign
+from metaopt.quadratic import quadratic_family
+from metaopt.truncated_bptt import TaskBatch, init_task_batch, tbptt_gradient
+from metaopt.types import LearnedOptimizer, TaskFamily
+from metaopt.unroll import InnerState, init_inner, unroll
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "InnerState",
+    "LearnedOptimizer",
+    "MetaTrainResult",
+    "TaskBatch",
+    "TaskFamily",
+    "TuneResult",
+    "as_optax",
+    "baseline_optimizers",
+    "evaluate",
+    "init_inner",
+    "init_task_batch",
+    "log_and_sign",
+    "log_grid",
+    "loss_curves",
+    "lstm_optimizer",
+    "meta_train",
+    "quadratic_family",
+    "tbptt_gradient",
+    "truncation_lengths",
+    "tune_learning_rate",
+    "unroll",
+]

@@ -1,0 +1,63 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+
+def prepare_dir(path: str | os.PathLike, name: str = "out") -> Path:
+    """Creates directory ``path`` if needed; raises a clear error if it cannot be used.
+
+    Example:
+      >>> import tempfile
+      >>> prepare_dir(tempfile.mkdtemp()).is_dir()
+      True
+
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{name} must be a directory, but {str(path)!r} is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"{name}: cannot create directory {str(path)!r}: {e.strerror}") from e
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"{name}: directory {str(path)!r} is not writable")
+    return path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
+    """Calls ``write(f)`` on a temporary file beside ``path``, then renames it over ``path``.
+
+    The data is flushed to disk before the rename, so a crash leaves either the
+    previous file or the complete new one.
+
+    Example:
+      >>> import os, tempfile
+      >>> p = os.path.join(tempfile.mkdtemp(), "x.bin")
+      >>> _ = atomic_write(p, lambda f: f.write(b"hi"))
+      >>> open(p, "rb").read()
+      b'hi'
+
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Writes ``obj`` as indented JSON, atomically."""
+    data = (json.dumps(obj, indent=2, allow_nan=True) + "\n").encode()
+    return atomic_write(path, lambda f: f.write(data))

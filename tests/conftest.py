@@ -1,0 +1,26 @@
+import contextlib
+
+import jax
+import pytest
+
+
+@pytest.fixture
+def count_compiles():
+    """Context manager factory: ``with count_compiles() as n: ...; n[0]`` is #compiles."""
+
+    @contextlib.contextmanager
+    def counter():
+        count = [0]
+
+        def listener(name, duration, **kwargs):
+            del duration, kwargs
+            if name == "/jax/core/compile/backend_compile_duration":
+                count[0] += 1
+
+        jax.monitoring.register_event_duration_secs_listener(listener)
+        try:
+            yield count
+        finally:
+            jax.monitoring.unregister_event_duration_listener(listener)
+
+    return counter

@@ -1,0 +1,78 @@
+"""The ``metaopt`` command."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from metaopt.cli import main
+
+SMALL = [
+    "--epochs",
+    "2",
+    "--tasks",
+    "4",
+    "--truncation",
+    "5",
+    "--horizon",
+    "10",
+    "--eval-tasks",
+    "8",
+    "--tune-tasks",
+    "8",
+    "--no-progress",
+]
+
+
+def test_demo_writes_results_and_plot(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), *SMALL]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["optimizers"]) == {"lstm", "sgd", "nag", "rmsprop", "adam"}
+    for name, entry in results["optimizers"].items():
+        assert len(entry["curve_mean"]) == 11
+        assert entry["final_loss_mean"] == pytest.approx(entry["curve_mean"][-1])
+        assert ("learning_rate" in entry) == (name != "lstm")
+    mt = results["meta_train"]
+    assert mt["seconds"] > 0
+    # 2 epochs × 10 steps × 4 tasks in the measured seconds.
+    assert mt["function_steps_per_second"] == pytest.approx(80 / mt["seconds"], rel=1e-6)
+    png = (tmp_path / "curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    assert "lstm" in capsys.readouterr().out
+
+
+def test_demo_final_losses_are_consistent_with_curves(tmp_path):
+    assert main(["demo", "--out", str(tmp_path), *SMALL]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    for entry in results["optimizers"].values():
+        assert np.all(np.isfinite(entry["curve_mean"]))
+
+
+def test_demo_output_that_is_a_file_is_a_clear_error(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    assert main(["demo", "--out", str(target), *SMALL]) == 2
+    assert "out must be a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--epochs", "--tasks", "--truncation", "--horizon"])
+def test_nonpositive_sizes_are_rejected_by_the_parser(flag, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", flag, "0"])
+    assert exc.value.code == 2
+    assert flag in capsys.readouterr().err
+
+
+def test_truncation_longer_than_horizon_is_a_clear_error(tmp_path, capsys):
+    args = ["demo", "--out", str(tmp_path), "--truncation", "30", "--horizon", "10"]
+    assert main(args) == 2
+    assert "truncation" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    out = subprocess.run(
+        [sys.executable, "-m", "metaopt.cli", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "demo" in out.stdout
