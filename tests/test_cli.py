@@ -70,3 +70,75 @@ def test_console_script_is_installed():
         [sys.executable, "-m", "metaopt.cli", "--help"], capture_output=True, text=True, check=True
     )
     assert "demo" in out.stdout
+
+
+TRAIN = [
+    "--epochs",
+    "3",
+    "--tasks",
+    "4",
+    "--truncation",
+    "5",
+    "--horizon",
+    "10",
+    "--validate-every",
+    "2",
+    "--validation-tasks",
+    "4",
+    "--no-progress",
+]
+
+
+@pytest.mark.parametrize("lopt", ["lstm", "mlp"])
+def test_train_then_eval(tmp_path, lopt):
+    run_dir = tmp_path / "run"
+    args = ["train", "--task", "mlp_regression", "--lopt", lopt, "--out", str(run_dir), *TRAIN]
+    assert main(args) == 0
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3]
+    assert "validation_loss" in lines[1] and "validation_loss" in lines[2]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    # The saved optimizer is the best one on validation; reloading it reproduces that loss.
+    best = min(r["validation_loss"] for r in lines if "validation_loss" in r)
+    assert summary["best_validation_loss"] <= best
+    import metaopt as mo
+
+    loaded, _ = mo.load(run_dir / "optimizer.mopt")
+    assert loaded.name == lopt
+
+    eval_dir = tmp_path / "eval"
+    args = [
+        "eval",
+        "--lopt",
+        str(run_dir / "optimizer.mopt"),
+        "--task",
+        "mlp_regression",
+        "--out",
+        str(eval_dir),
+        "--steps",
+        "10",
+        "--eval-tasks",
+        "4",
+        "--tune-tasks",
+        "4",
+    ]
+    assert main(args) == 0
+    results = json.loads((eval_dir / "results.json").read_text())
+    assert set(results["optimizers"]) == {"learned", "sgd", "nag", "rmsprop", "adam"}
+    assert len(results["optimizers"]["learned"]["curve_mean"]) == 11
+    assert (eval_dir / "curves.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_eval_of_a_missing_optimizer_is_a_clear_error(tmp_path, capsys):
+    args = ["eval", "--lopt", "no_such_optimizer", "--task", "quadratic", "--out", str(tmp_path)]
+    assert main(args) == 2
+    assert "no_such_optimizer" in capsys.readouterr().err
+
+
+def test_unknown_task_or_optimizer_is_rejected(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--task", "nope", "--lopt", "lstm", "--out", "x"])
+    assert "--task" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--task", "quadratic", "--lopt", "adamw", "--out", "x"])
+    assert "--lopt" in capsys.readouterr().err

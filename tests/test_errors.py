@@ -33,12 +33,6 @@ def test_integer_grads_are_rejected(lstm):
         tx.update(jnp.ones(3, jnp.int32), state)
 
 
-def test_empty_params_are_rejected(lstm):
-    lopt, theta = lstm
-    with pytest.raises(ValueError, match="params"):
-        mo.as_optax(lopt, theta).init({})
-
-
 def test_grads_with_other_tree_structure_are_rejected(lstm):
     lopt, theta = lstm
     tx = mo.as_optax(lopt, theta)

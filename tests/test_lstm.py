@@ -43,7 +43,7 @@ def test_two_steps_match_numpy():
     # float32 LSTM against a float64 reference: a few ulps of float32 per op.
     np.testing.assert_allclose(u1, e1, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(u2, e2, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(state.cells.h[1], h[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state.h[1], h[1], rtol=1e-5, atol=1e-6)
 
 
 def test_nested_pytree_equals_flattened_vector():

@@ -31,9 +31,6 @@ def positive_float(name: str, value: Any) -> float:
 
 def float_tree(name: str, tree: Any) -> None:
     """Raises unless every leaf of ``tree`` is a real floating-point array."""
-    leaves = jax.tree.leaves(tree)
-    if not leaves:
-        raise ValueError(f"{name} must contain at least one array, got {tree!r}")
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
         dtype = jnp.result_type(leaf)
         if not jnp.issubdtype(dtype, jnp.floating):

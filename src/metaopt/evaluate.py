@@ -9,8 +9,57 @@ import numpy as np
 import optax
 
 from metaopt import checks
-from metaopt.types import TaskFamily
-from metaopt.unroll import init_inner, unroll
+from metaopt.types import PyTree, TaskFamily
+from metaopt.unroll import InnerState, unroll
+
+
+class TaskSample(NamedTuple):
+    """A batch of sampled tasks ready to train; every leaf has a leading task axis.
+
+    Attributes:
+      cfgs: task configurations.
+      params: initial parameters.
+      keys: one key per task for its minibatches.
+    """
+
+    cfgs: PyTree
+    params: PyTree
+    keys: jax.Array
+
+
+def sample_tasks(family: TaskFamily, key: jax.Array, num_tasks: int) -> TaskSample:
+    """Samples ``num_tasks`` tasks with their initial params and minibatch keys.
+
+    Example:
+      >>> import jax
+      >>> from metaopt.quadratic import quadratic_family
+      >>> sample_tasks(quadratic_family(), jax.random.key(0), 3).params.shape
+      (3, 10)
+    """
+    k_cfg, k_init, k_run = jax.random.split(key, 3)
+    cfgs = jax.vmap(family.sample)(jax.random.split(k_cfg, num_tasks))
+    params = jax.vmap(family.init)(cfgs, jax.random.split(k_init, num_tasks))
+    return TaskSample(cfgs, params, jax.random.split(k_run, num_tasks))
+
+
+def run_tasks(
+    family: TaskFamily,
+    tx: optax.GradientTransformation,
+    tasks: TaskSample,
+    num_steps: int,
+) -> jax.Array:
+    """Trains every task of ``tasks`` with ``tx``; returns ``(num_tasks, num_steps + 1)`` losses.
+
+    Entry ``[i, t]`` is task ``i``'s loss after ``t`` updates (traceable).
+    """
+
+    def one_task(cfg, params, key):
+        state = InnerState(params, tx.init(params), jnp.zeros((), jnp.int32))
+        k_steps, k_last = jax.random.split(key)
+        state, losses = unroll(family, tx, cfg, state, k_steps, num_steps)
+        return jnp.concatenate([losses, family.loss(cfg, state.params, k_last)[None]])
+
+    return jax.vmap(one_task)(tasks.cfgs, tasks.params, tasks.keys)
 
 
 def loss_curves(
@@ -28,20 +77,8 @@ def loss_curves(
     Returns:
       Array ``(num_tasks, num_steps + 1)``: entry ``[i, t]`` is task ``i``'s loss after
       ``t`` updates.
-
     """
-    k_cfg, k_init, k_run = jax.random.split(key, 3)
-    cfgs = jax.vmap(family.sample)(jax.random.split(k_cfg, num_tasks))
-
-    def one_task(cfg, k_i, k_r):
-        state = init_inner(family, tx, cfg, k_i)
-        k_steps, k_last = jax.random.split(k_r)
-        state, losses = unroll(family, tx, cfg, state, k_steps, num_steps)
-        return jnp.concatenate([losses, family.loss(cfg, state.params, k_last)[None]])
-
-    return jax.vmap(one_task)(
-        cfgs, jax.random.split(k_init, num_tasks), jax.random.split(k_run, num_tasks)
-    )
+    return run_tasks(family, tx, sample_tasks(family, key, num_tasks), num_steps)
 
 
 def evaluate(
@@ -147,7 +184,11 @@ def tune_learning_rate(
     num_steps = checks.positive_int("num_steps", num_steps)
 
     rates_f32 = jnp.asarray(rates, jnp.float32)
-    run = jax.jit(lambda k, r: final_loss_by_rate(make_tx, family, k, r, num_tasks, num_steps))
+    run = jax.jit(
+        lambda k, r: final_loss_by_rate(
+            make_tx, family, sample_tasks(family, k, num_tasks), r, num_steps
+        )
+    )
     finals = np.asarray(run(key, rates_f32))
     finals = np.where(np.isfinite(finals), finals, np.inf)
     best = int(np.argmin(finals))
@@ -157,18 +198,17 @@ def tune_learning_rate(
 def final_loss_by_rate(
     make_tx: Callable[[jax.Array], optax.GradientTransformation],
     family: TaskFamily,
-    key: jax.Array,
+    tasks: TaskSample,
     learning_rates: jax.Array,
-    num_tasks: int,
     num_steps: int,
 ) -> jax.Array:
-    """Mean final loss for each learning rate, ``inf`` where not finite (traceable).
+    """Mean final loss on ``tasks`` for each learning rate, ``inf`` where not finite.
 
-    Every rate runs on the same tasks, drawn with ``key``.
+    Traceable; every rate runs on the same tasks.
     """
 
     def final_mean(lr):
-        return jnp.mean(loss_curves(family, make_tx(lr), key, num_tasks, num_steps)[:, -1])
+        return jnp.mean(run_tasks(family, make_tx(lr), tasks, num_steps)[:, -1])
 
     finals = jax.vmap(final_mean)(learning_rates)
     return jnp.where(jnp.isfinite(finals), finals, jnp.inf)

@@ -6,7 +6,7 @@ coordinate's update. One set of weights is shared by every coordinate of every
 parameter tensor; each coordinate carries its own hidden and cell state.
 """
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -16,21 +16,19 @@ from metaopt.preprocess import log_and_sign
 from metaopt.types import LearnedOptimizer, Params, PyTree, Theta
 
 
-class CellState(NamedTuple):
-    """Hidden and cell state of one parameter tensor: one ``(size, hidden)`` array per layer."""
-
-    h: tuple[jax.Array, ...]
-    c: tuple[jax.Array, ...]
-
-
 class LSTMState(NamedTuple):
-    """Optimizer state: one :class:`CellState` per parameter leaf, in the params' tree."""
+    """Optimizer state of the LSTM: hidden and cell states of every coordinate.
 
-    cells: PyTree
+    Each layer has a tree shaped like the params that holds, for each parameter leaf,
+    a ``(size, hidden)`` array with one row per coordinate.
 
+    Attributes:
+      h: hidden states, one params-shaped tree per layer.
+      c: cell states, one params-shaped tree per layer.
+    """
 
-def _is_cell(x: Any) -> bool:
-    return isinstance(x, CellState)
+    h: tuple[PyTree, ...]
+    c: tuple[PyTree, ...]
 
 
 def _cell(weights: dict, x: jax.Array, h: jax.Array, c: jax.Array):
@@ -118,25 +116,21 @@ def lstm_optimizer(
         checks.float_tree("params", params)
         dtype = jnp.result_type(theta["out"]["w"])
 
-        def zeros(p):
-            layers = tuple(jnp.zeros((jnp.size(p), hidden_size), dtype) for _ in range(num_layers))
-            return CellState(h=layers, c=layers)
+        zeros = jax.tree.map(lambda p: jnp.zeros((jnp.size(p), hidden_size), dtype), params)
+        return LSTMState(h=(zeros,) * num_layers, c=(zeros,) * num_layers)
 
-        return LSTMState(cells=jax.tree.map(zeros, params))
-
-    def leaf_update(theta: Theta, grad: jax.Array, cell: CellState):
+    def leaf_update(theta: Theta, grad: jax.Array, h: list, c: list):
         dtype = theta["out"]["w"].dtype
         x = grad.reshape(-1).astype(dtype)
         x = x[:, None] if log_and_sign_p is None else log_and_sign(x, log_and_sign_p)
         hs, cs = [], []
         for layer in range(num_layers):
-            h, c = _cell(theta["cells"][layer], x, cell.h[layer], cell.c[layer])
-            hs.append(h)
-            cs.append(c)
-            x = h
+            x, c_new = _cell(theta["cells"][layer], x, h[layer], c[layer])
+            hs.append(x)
+            cs.append(c_new)
         out = (x @ theta["out"]["w"] + theta["out"]["b"])[:, 0]
         update = (output_scale * out).reshape(grad.shape).astype(grad.dtype)
-        return update, CellState(tuple(hs), tuple(cs))
+        return update, hs, cs
 
     def update(
         theta: Theta, grads: PyTree, state: LSTMState, params: Params | None = None
@@ -147,21 +141,29 @@ def lstm_optimizer(
         checks.same_structure(
             "grads",
             treedef,
-            jax.tree.structure(state.cells, is_leaf=_is_cell),
+            jax.tree.structure(state.h[0]),
             "the optimizer state (built from params at init)",
         )
-        cells = treedef.flatten_up_to(state.cells)
         grad_leaves = treedef.flatten_up_to(grads)
-        for g, cell in zip(grad_leaves, cells, strict=True):
-            if cell.h[0].shape[0] != g.size:
+        h_leaves = [treedef.flatten_up_to(t) for t in state.h]
+        c_leaves = [treedef.flatten_up_to(t) for t in state.c]
+        updates, new_h, new_c = [], [[] for _ in range(num_layers)], [[] for _ in range(num_layers)]
+        for i, g in enumerate(grad_leaves):
+            rows = h_leaves[0][i].shape[0]
+            if rows != g.size:
                 raise ValueError(
                     f"grads leaf of shape {g.shape} does not match the optimizer state, "
-                    f"which was built for {cell.h[0].shape[0]} coordinates"
+                    f"which was built for {rows} coordinates"
                 )
-        results = [leaf_update(theta, g, c) for g, c in zip(grad_leaves, cells, strict=True)]
-        updates = treedef.unflatten([u for u, _ in results])
-        new_cells = treedef.unflatten([c for _, c in results])
-        return updates, LSTMState(cells=new_cells)
+            u, hs, cs = leaf_update(theta, g, [t[i] for t in h_leaves], [t[i] for t in c_leaves])
+            updates.append(u)
+            for layer in range(num_layers):
+                new_h[layer].append(hs[layer])
+                new_c[layer].append(cs[layer])
+        return treedef.unflatten(updates), LSTMState(
+            h=tuple(treedef.unflatten(x) for x in new_h),
+            c=tuple(treedef.unflatten(x) for x in new_c),
+        )
 
     return LearnedOptimizer(
         name="lstm", config=config, init=init, init_state=init_state, update=update

@@ -7,6 +7,7 @@ fixed set of validation tasks, sampled with a key of their own.
 """
 
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -125,6 +126,7 @@ def meta_train(
     num_validation_tasks: int = 128,
     theta: Theta | None = None,
     progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> MetaTrainResult:
     """Meta-trains ``lopt`` on ``family`` with truncated BPTT.
 
@@ -145,6 +147,9 @@ def meta_train(
       num_validation_tasks: validation tasks, fixed for the whole run.
       theta: initial meta-parameters; drawn with ``lopt.init`` if None.
       progress: show a progress bar.
+      on_epoch: called with each epoch's metrics as they are recorded (the dict
+        that is also appended to ``history``, plus ``seconds`` and
+        ``function_steps_per_second`` so far).
 
     Returns:
       A :class:`MetaTrainResult`.
@@ -243,6 +248,9 @@ def meta_train(
                 best=f"{best_val:.3g}",
             )
         history.append(record)
+        if on_epoch is not None:
+            done = (epoch + 1) * horizon * num_tasks
+            on_epoch(record | {"seconds": seconds, "function_steps_per_second": done / seconds})
     bar.close()
     function_steps = num_epochs * horizon * num_tasks
     return MetaTrainResult(

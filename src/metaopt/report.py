@@ -9,7 +9,13 @@ import numpy as np
 import optax
 
 from metaopt import checks
-from metaopt.evaluate import baseline_optimizers, final_loss_by_rate, log_grid, loss_curves
+from metaopt.evaluate import (
+    baseline_optimizers,
+    final_loss_by_rate,
+    log_grid,
+    run_tasks,
+    sample_tasks,
+)
 from metaopt.files import atomic_write
 from metaopt.types import TaskFamily
 
@@ -55,13 +61,15 @@ def compare_optimizers(
     def run_all(tune_key, eval_key, rates):
         # One program for everything: compiling is the slow part on a CPU, and the
         # shared task sampling is traced once.
+        tune_tasks = sample_tasks(family, tune_key, num_tune_tasks)
+        eval_tasks = sample_tasks(family, eval_key, num_eval_tasks)
         curves, chosen = {}, {}
         for name, tx in learned.items():
-            curves[name] = loss_curves(family, tx, eval_key, num_eval_tasks, num_steps)
+            curves[name] = run_tasks(family, tx, eval_tasks, num_steps)
         for name, make_tx in baselines.items():
-            finals = final_loss_by_rate(make_tx, family, tune_key, rates, num_tune_tasks, num_steps)
+            finals = final_loss_by_rate(make_tx, family, tune_tasks, rates, num_steps)
             lr = rates[jnp.argmin(finals)]
-            curves[name] = loss_curves(family, make_tx(lr), eval_key, num_eval_tasks, num_steps)
+            curves[name] = run_tasks(family, make_tx(lr), eval_tasks, num_steps)
             chosen[name] = lr
         return curves, chosen
 
