@@ -236,3 +236,20 @@ def test_update_vmaps_over_a_batch_of_models(lopt_theta):
     for i, m in enumerate(models):
         single, _ = tx.update(grads_like(m, 7), tx.init(m), m)
         assert_trees_close(jax.tree.map(lambda x, i=i: x[i], batched), single)
+
+
+def test_state_can_be_donated_in_a_jitted_step(lopt_theta):
+    lopt, theta = lopt_theta
+    tx = mo.as_optax(lopt, theta)
+    params = make_params()
+
+    @jax.jit
+    def reference(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    donated = jax.jit(reference.__wrapped__, donate_argnums=(0, 1))
+    want = reference(params, tx.init(params), grads_like(params, 0))
+    p, s = jax.tree.map(jnp.copy, params), tx.init(params)
+    got = donated(p, s, grads_like(params, 0))
+    assert_trees_close(got, want, rtol=0, atol=0)

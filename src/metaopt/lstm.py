@@ -116,8 +116,14 @@ def lstm_optimizer(
         checks.float_tree("params", params)
         dtype = jnp.result_type(theta["out"]["w"])
 
-        zeros = jax.tree.map(lambda p: jnp.zeros((jnp.size(p), hidden_size), dtype), params)
-        return LSTMState(h=(zeros,) * num_layers, c=(zeros,) * num_layers)
+        def zeros():
+            # Fresh buffers for every layer and for h and c, so the state can be donated.
+            return jax.tree.map(lambda p: jnp.zeros((jnp.size(p), hidden_size), dtype), params)
+
+        return LSTMState(
+            h=tuple(zeros() for _ in range(num_layers)),
+            c=tuple(zeros() for _ in range(num_layers)),
+        )
 
     def leaf_update(theta: Theta, grad: jax.Array, h: list, c: list):
         dtype = theta["out"]["w"].dtype

@@ -1,0 +1,86 @@
+"""Per-step time of learned optimizers against optax.adam on the same MLP, same run.
+
+A training step is loss, gradient, optimizer update and apply, jitted with the
+params and optimizer state donated, as a user's loop would run it. Two sizes: an
+MNIST-shaped 784-20-10 MLP with batch 128 (about 16k params) and a 784-1024-256-10
+MLP (about 1.07M params). Data is random: step time does not depend on its values.
+
+Run: python benchmarks/step_time.py [--steps N]
+"""
+
+import argparse
+import itertools
+import time
+
+import jax
+import optax
+
+import metaopt as mo
+from common import write
+from metaopt.regression import init_mlp, mlp_forward
+
+SIZES = {"16k": (784, 20, 10), "1M": (784, 1024, 256, 10)}
+
+
+def make_step(tx):
+    def loss(params, x, y):
+        logits = mlp_forward(params, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    def step(params, state, x, y):
+        value, grads = jax.value_and_grad(loss)(params, x, y)
+        updates, state = tx.update(grads, state, params, value=value)
+        return optax.apply_updates(params, updates), state, value
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def measure(tx, sizes, steps, batch=128):
+    key = jax.random.key(0)
+    params = init_mlp(key, sizes)
+    x = jax.random.normal(jax.random.key(1), (batch, sizes[0]))
+    y = jax.random.randint(jax.random.key(2), (batch,), 0, sizes[-1])
+    state = tx.init(params)
+    step = make_step(tx)
+    start = time.perf_counter()
+    compiled = step.lower(params, state, x, y).compile()
+    compile_s = time.perf_counter() - start
+    for _ in range(5):  # warm-up
+        params, state, value = compiled(params, state, x, y)
+    jax.block_until_ready(value)
+    start = time.perf_counter()
+    for _ in range(steps):
+        params, state, value = compiled(params, state, x, y)
+    jax.block_until_ready((params, value))
+    return compile_s, (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=200)
+    args = parser.parse_args()
+    optimizers = {"adam": lambda: optax.adam(1e-3)}
+    for name in mo.pretrained_names():
+        optimizers[name] = lambda name=name: mo.pretrained(name)
+    record = {"steps": args.steps, "batch": 128, "sizes": {}}
+    for size_name, sizes in SIZES.items():
+        n_params = sum(a * b + b for a, b in itertools.pairwise(sizes))
+        rows = {}
+        for name, make in optimizers.items():
+            compile_s, step_s = measure(make(), sizes, args.steps)
+            rows[name] = {"compile_seconds": compile_s, "step_seconds": step_s}
+        for row in rows.values():
+            row["step_time_over_adam"] = row["step_seconds"] / rows["adam"]["step_seconds"]
+        record["sizes"][size_name] = {"layers": sizes, "params": n_params, "optimizers": rows}
+        print(f"\nMLP {'-'.join(map(str, sizes))} ({n_params:,} params), batch 128")
+        print(f"{'optimizer':<16} {'compile s':>9} {'step ms':>9} {'× adam':>7}")
+        for name, row in rows.items():
+            print(
+                f"{name:<16} {row['compile_seconds']:9.2f} {row['step_seconds'] * 1e3:9.3f} "
+                f"{row['step_time_over_adam']:7.2f}"
+            )
+    print(f"\nwrote {write('step_time', record)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The learned optimizers that ship with the package."""
+
+import json
+from importlib import resources
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import metaopt as mo
+
+
+class MLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.tanh(nn.Dense(32)(x))
+        x = nn.tanh(nn.Dense(32)(x))
+        return nn.Dense(1)(x)
+
+
+def train_curve(tx, steps):
+    # A 1-D regression none of the pretrained optimizers was meta-trained on.
+    x = jnp.linspace(-2.0, 2.0, 256)[:, None]
+    y = jnp.sin(2.0 * x) + 0.3 * x
+    model = MLP()
+    params = model.init(jax.random.key(0), x)["params"]
+
+    def loss(p):
+        return jnp.mean((model.apply({"params": p}, x) - y) ** 2)
+
+    def step(carry, _):
+        p, s = carry
+        value, grads = jax.value_and_grad(loss)(p)
+        updates, s = tx.update(grads, s, p)
+        return (optax.apply_updates(p, updates), s), value
+
+    (params, _), losses = jax.jit(
+        lambda p: jax.lax.scan(step, (p, tx.init(p)), None, length=steps)
+    )(params)
+    return np.append(np.asarray(losses), float(loss(params)))
+
+
+def test_required_optimizers_ship():
+    assert {"lstm_quadratic", "mlp_regression"} <= set(mo.pretrained_names())
+
+
+@pytest.mark.parametrize("name", mo.pretrained_names())
+def test_pretrained_trains_an_unseen_flax_regression_for_1000_steps(name):
+    tx = optax.chain(optax.clip_by_global_norm(1.0), mo.pretrained(name))
+    losses = train_curve(tx, 1000)
+    assert np.all(np.isfinite(losses))
+    # Lowers the loss: the last 100 steps are well below the start.
+    assert losses[-100:].max() < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("name", mo.pretrained_names())
+def test_pretrained_has_a_record_of_how_it_was_made(name):
+    record = json.loads((resources.files("metaopt") / "pretrained" / f"{name}.json").read_text())
+    assert record["command"].startswith("metaopt ")
+    assert isinstance(record["seed"], int)
+    assert record["meta_train"]["function_steps_per_second"] > 0
+    evaluation = record["evaluation"]
+    assert evaluation["learned"]["final_loss_mean"] > 0
+    assert evaluation["adam"]["learning_rate"] > 0
+    lopt, _ = mo.load(name)
+    assert lopt.name == record["lopt"]
