@@ -142,3 +142,53 @@ def test_unknown_task_or_optimizer_is_rejected(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--task", "quadratic", "--lopt", "adamw", "--out", "x"])
     assert "--lopt" in capsys.readouterr().err
+
+
+def test_mlp_demo_on_digits_writes_main_and_generalization_results(tmp_path):
+    args = [
+        "demo",
+        "--task",
+        "mlp",
+        "--out",
+        str(tmp_path),
+        "--epochs",
+        "1",
+        "--tasks",
+        "2",
+        "--truncation",
+        "5",
+        "--horizon",
+        "10",
+        "--eval-tasks",
+        "2",
+        "--tune-tasks",
+        "2",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    names = {"lstm", "sgd", "nag", "rmsprop", "adam"}
+    assert set(results["optimizers"]) == names
+    assert set(results["generalization"]) == {"steps_200", "hidden_40", "layers_2", "relu"}
+    for name, entry in results["generalization"].items():
+        assert set(entry["optimizers"]) == names
+        steps = entry["setting"]["steps"]
+        assert len(entry["optimizers"]["lstm"]["curve_mean"]) == steps + 1
+        assert (tmp_path / f"curves_{name}.png").read_bytes().startswith(b"\x89PNG")
+    assert results["config"]["splits"] == {"train": 1258, "val": 180, "test": 359}
+
+
+def test_mlp_demo_without_mnist_files_says_where_to_put_them(tmp_path, capsys):
+    args = [
+        "demo",
+        "--task",
+        "mlp",
+        "--data",
+        "mnist",
+        "--data-dir",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    assert main(args) == 2
+    assert "train-images-idx3-ubyte.gz" in capsys.readouterr().err

@@ -49,21 +49,58 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="meta-train the LSTM optimizer on quadratics and compare it with tuned baselines",
     )
-    demo.add_argument("--task", choices=["quadratic"], default="quadratic")
+    demo.add_argument(
+        "--task",
+        choices=["quadratic", "mlp"],
+        default="quadratic",
+        help="quadratic: §3.1 of the paper; mlp: the MNIST experiment of §3.2",
+    )
+    demo.add_argument(
+        "--data",
+        choices=["digits", "mnist", "fashion_mnist"],
+        default="digits",
+        help="--task mlp only: the dataset (digits ship with scikit-learn)",
+    )
+    demo.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="--task mlp only: a directory holding the dataset's files",
+    )
     demo.add_argument("--out", type=Path, default=Path("metaopt-demo"), help="output directory")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(
         "--epochs",
         type=_positive_int,
-        default=120,
-        help="meta-batches of fresh tasks (each = horizon/truncation meta-steps)",
+        default=None,
+        help="meta-batches of fresh tasks (default: 120 quadratic, 20 mlp)",
     )
-    demo.add_argument("--tasks", type=_positive_int, default=128, help="tasks per meta-batch")
+    demo.add_argument(
+        "--tasks",
+        type=_positive_int,
+        default=None,
+        help="tasks per meta-batch (default: 128 quadratic, 16 mlp)",
+    )
     demo.add_argument("--truncation", type=_positive_int, default=20)
     demo.add_argument("--horizon", type=_positive_int, default=100)
     demo.add_argument("--meta-lr", type=_positive_float, default=3e-3)
-    demo.add_argument("--eval-tasks", type=_positive_int, default=256)
-    demo.add_argument("--tune-tasks", type=_positive_int, default=1024)
+    demo.add_argument(
+        "--eval-tasks",
+        type=_positive_int,
+        default=None,
+        help="held-out tasks (default: 256 quadratic, 64 mlp)",
+    )
+    demo.add_argument(
+        "--tune-tasks",
+        type=_positive_int,
+        default=None,
+        help="tasks for tuning baselines (default: 1024 quadratic, 32 mlp)",
+    )
+    demo.add_argument(
+        "--no-generalization",
+        action="store_true",
+        help="--task mlp only: skip the four generalization experiments",
+    )
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     train = sub.add_parser("train", help="meta-train a learned optimizer and save it")
@@ -202,24 +239,40 @@ def _eval(args: argparse.Namespace) -> None:
     print(f"\nwrote {out / 'results.json'} and {out / 'curves.png'}")
 
 
-def _demo(args: argparse.Namespace) -> None:
-    from metaopt.demo import quadratic_demo, summary
+DEMO_DEFAULTS = {
+    "quadratic": {"epochs": 120, "tasks": 128, "eval_tasks": 256, "tune_tasks": 1024},
+    "mlp": {"epochs": 20, "tasks": 16, "eval_tasks": 64, "tune_tasks": 32},
+}
 
-    results = quadratic_demo(
-        args.out,
+
+def _demo(args: argparse.Namespace) -> None:
+    from metaopt.demo import mlp_demo, quadratic_demo, summary
+
+    sizes = {k: getattr(args, k) or v for k, v in DEMO_DEFAULTS[args.task].items()}
+    common = dict(
         seed=args.seed,
-        epochs=args.epochs,
-        num_tasks=args.tasks,
+        epochs=sizes["epochs"],
+        num_tasks=sizes["tasks"],
         truncation=args.truncation,
         horizon=args.horizon,
         meta_learning_rate=args.meta_lr,
-        num_eval_tasks=args.eval_tasks,
-        num_tune_tasks=args.tune_tasks,
+        num_eval_tasks=sizes["eval_tasks"],
+        num_tune_tasks=sizes["tune_tasks"],
         progress=not args.no_progress,
     )
+    if args.task == "quadratic":
+        results = quadratic_demo(args.out, **common)
+    else:
+        results = mlp_demo(
+            args.out,
+            data=args.data,
+            data_dir=args.data_dir,
+            generalization=not args.no_generalization,
+            **common,
+        )
     print(summary(results))
-    written = ", ".join(str(args.out / f) for f in ("results.json", "curves.png", "optimizer.mopt"))
-    print(f"\nwrote {written}")
+    written = ", ".join(str(p) for p in sorted(args.out.glob("*.png")))
+    print(f"\nwrote {args.out / 'results.json'}, {args.out / 'optimizer.mopt'}, {written}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 
 from metaopt import checks
-from metaopt.types import PyTree, TaskFamily
+from metaopt.types import PyTree, TaskFamily, with_data
 from metaopt.unroll import InnerState, unroll
 
 
@@ -110,8 +110,8 @@ def evaluate(
     """
     num_tasks = checks.positive_int("num_tasks", num_tasks)
     num_steps = checks.positive_int("num_steps", num_steps)
-    run = jax.jit(lambda k: loss_curves(family, tx, k, num_tasks, num_steps))
-    return np.asarray(run(key))
+    run = jax.jit(lambda data, k: loss_curves(with_data(family, data), tx, k, num_tasks, num_steps))
+    return np.asarray(run(family.data, key))
 
 
 class TuneResult(NamedTuple):
@@ -184,12 +184,12 @@ def tune_learning_rate(
     num_steps = checks.positive_int("num_steps", num_steps)
 
     rates_f32 = jnp.asarray(rates, jnp.float32)
-    run = jax.jit(
-        lambda k, r: final_loss_by_rate(
-            make_tx, family, sample_tasks(family, k, num_tasks), r, num_steps
-        )
-    )
-    finals = np.asarray(run(key, rates_f32))
+
+    def run(data, k, r):
+        fam = with_data(family, data)
+        return final_loss_by_rate(make_tx, fam, sample_tasks(fam, k, num_tasks), r, num_steps)
+
+    finals = np.asarray(jax.jit(run)(family.data, key, rates_f32))
     finals = np.where(np.isfinite(finals), finals, np.inf)
     best = int(np.argmin(finals))
     return TuneResult(float(rates[best]), rates, finals)

@@ -20,7 +20,7 @@ from metaopt import checks
 from metaopt.evaluate import loss_curves
 from metaopt.optax_adapter import as_optax
 from metaopt.truncated_bptt import TaskBatch, init_task_batch, tbptt_gradient
-from metaopt.types import LearnedOptimizer, TaskFamily, Theta
+from metaopt.types import LearnedOptimizer, TaskFamily, Theta, with_data
 
 
 class MetaTrainResult(NamedTuple):
@@ -124,6 +124,7 @@ def meta_train(
     weights: jax.Array | None = None,
     validate_every: int = 10,
     num_validation_tasks: int = 128,
+    validation_family: TaskFamily | None = None,
     theta: Theta | None = None,
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
@@ -145,6 +146,8 @@ def meta_train(
       weights: ``w_t`` for ``t = 1..horizon``; ones if None.
       validate_every: validate every this many epochs (and after the last).
       num_validation_tasks: validation tasks, fixed for the whole run.
+      validation_family: where validation tasks come from (for instance the
+        validation split of a dataset); ``family`` if None.
       theta: initial meta-parameters; drawn with ``lopt.init`` if None.
       progress: show a progress bar.
       on_epoch: called with each epoch's metrics as they are recorded (the dict
@@ -182,29 +185,43 @@ def meta_train(
         theta = lopt.init(k_theta)
     meta_state = meta_optimizer.init(theta)
 
-    init_batch = jax.jit(lambda th, k: init_task_batch(family, lopt, th, k, num_tasks))
+    val_family = family if validation_family is None else validation_family
+    # Datasets enter every compiled function as an argument (family.data), never as a
+    # constant baked into the program.
+    init_batch = jax.jit(
+        lambda data, th, k: init_task_batch(with_data(family, data), lopt, th, k, num_tasks)
+    )
     val_loss = jax.jit(
-        lambda th: jnp.mean(
-            loss_curves(family, as_optax(lopt, th), k_val, num_validation_tasks, horizon)[:, -1]
+        lambda data, th: jnp.mean(
+            loss_curves(
+                with_data(val_family, data),
+                as_optax(lopt, th),
+                k_val,
+                num_validation_tasks,
+                horizon,
+            )[:, -1]
         )
     )
 
+    def jitted_step(n):
+        def step(data, *args):
+            fam = with_data(family, data)
+            return make_meta_step(
+                lopt, fam, meta_optimizer, n, weights=weights, second_order=second_order
+            )(*args)
+
+        return jax.jit(step, donate_argnums=(2, 3))
+
     t_compile = time.perf_counter()
-    batch0 = init_batch(theta, k_train)
-    steps = {}
-    for n in sorted(set(lengths)):
-        step_fn = make_meta_step(
-            lopt, family, meta_optimizer, n, weights=weights, second_order=second_order
-        )
-        steps[n] = (
-            jax.jit(step_fn, donate_argnums=(1, 2))
-            .lower(theta, meta_state, batch0, k_train)
-            .compile()
-        )
+    batch0 = init_batch(family.data, theta, k_train)
+    steps = {
+        n: jitted_step(n).lower(family.data, theta, meta_state, batch0, k_train).compile()
+        for n in sorted(set(lengths))
+    }
     compile_seconds = time.perf_counter() - t_compile
 
     def validate(th) -> float:
-        value = float(val_loss(th))
+        value = float(val_loss(val_family.data, th))
         return value if np.isfinite(value) else float("inf")
 
     best_theta, best_val = theta, validate(theta)
@@ -221,11 +238,11 @@ def meta_train(
         k_epoch = jax.random.fold_in(k_train, epoch)
         k_tasks, k_steps = jax.random.split(k_epoch)
         t0 = time.perf_counter()
-        batch = init_batch(theta, k_tasks)
+        batch = init_batch(family.data, theta, k_tasks)
         epoch_metrics = []
         for i, n in enumerate(lengths):
             theta, meta_state, batch, metrics = steps[n](
-                theta, meta_state, batch, jax.random.fold_in(k_steps, i)
+                family.data, theta, meta_state, batch, jax.random.fold_in(k_steps, i)
             )
             epoch_metrics.append(metrics)
             bar.update(1)

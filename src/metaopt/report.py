@@ -17,7 +17,7 @@ from metaopt.evaluate import (
     sample_tasks,
 )
 from metaopt.files import atomic_write
-from metaopt.types import TaskFamily
+from metaopt.types import TaskFamily, with_data
 
 
 def compare_optimizers(
@@ -30,11 +30,14 @@ def compare_optimizers(
     num_tune_tasks: int = 1024,
     num_steps: int = 100,
     learning_rates: np.ndarray | None = None,
+    tune_family: TaskFamily | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Evaluates learned optimizers against SGD, NAG, RMSprop and Adam, each tuned.
 
-    The baselines' learning rates are tuned on tasks drawn with ``tune_key``; every
-    optimizer is then evaluated on the same tasks drawn with ``eval_key``.
+    The baselines' learning rates are tuned on tasks drawn with ``tune_key`` from
+    ``tune_family`` (``family`` if None; for a dataset, its validation split); every
+    optimizer is then evaluated on the same tasks drawn with ``eval_key`` from
+    ``family``.
 
     Returns:
       A mapping ``name -> {"final_loss_mean", "final_loss_std", "curve_mean"}``; the
@@ -58,22 +61,28 @@ def compare_optimizers(
         raise ValueError(f"learning_rates must be finite, positive and non-empty, got {rates}")
     baselines = baseline_optimizers()
 
-    def run_all(tune_key, eval_key, rates):
+    tune_family = family if tune_family is None else tune_family
+
+    def run_all(tune_data, eval_data, tune_key, eval_key, rates):
         # One program for everything: compiling is the slow part on a CPU, and the
         # shared task sampling is traced once.
-        tune_tasks = sample_tasks(family, tune_key, num_tune_tasks)
-        eval_tasks = sample_tasks(family, eval_key, num_eval_tasks)
+        tuning = with_data(tune_family, tune_data)
+        evaluation = with_data(family, eval_data)
+        tune_tasks = sample_tasks(tuning, tune_key, num_tune_tasks)
+        eval_tasks = sample_tasks(evaluation, eval_key, num_eval_tasks)
         curves, chosen = {}, {}
         for name, tx in learned.items():
-            curves[name] = run_tasks(family, tx, eval_tasks, num_steps)
+            curves[name] = run_tasks(evaluation, tx, eval_tasks, num_steps)
         for name, make_tx in baselines.items():
-            finals = final_loss_by_rate(make_tx, family, tune_tasks, rates, num_steps)
+            finals = final_loss_by_rate(make_tx, tuning, tune_tasks, rates, num_steps)
             lr = rates[jnp.argmin(finals)]
-            curves[name] = run_tasks(family, make_tx(lr), eval_tasks, num_steps)
+            curves[name] = run_tasks(evaluation, make_tx(lr), eval_tasks, num_steps)
             chosen[name] = lr
         return curves, chosen
 
-    curves, chosen = jax.jit(run_all)(tune_key, eval_key, jnp.asarray(rates, jnp.float32))
+    curves, chosen = jax.jit(run_all)(
+        tune_family.data, family.data, tune_key, eval_key, jnp.asarray(rates, jnp.float32)
+    )
     curves, chosen = jax.device_get((curves, chosen))
 
     def summarize(c: np.ndarray) -> dict[str, Any]:
@@ -82,6 +91,7 @@ def compare_optimizers(
             "final_loss_mean": float(np.mean(c[:, -1])),
             "final_loss_std": float(np.std(c[:, -1])),
             "curve_mean": [float(v) for v in np.mean(c, axis=0)],
+            "diverged_tasks": int(np.sum(~np.all(np.isfinite(c), axis=1))),
         }
 
     results = {name: summarize(curves[name]) for name in learned}
@@ -100,10 +110,17 @@ def format_table(optimizers: dict[str, dict[str, Any]]) -> str:
       a           0.5 ± 0.1                 -
 
     """
-    rows = sorted(optimizers.items(), key=lambda kv: kv[1]["final_loss_mean"])
+
+    def order(kv):
+        loss = kv[1]["final_loss_mean"]
+        return (not np.isfinite(loss), loss if np.isfinite(loss) else 0.0)
+
     lines = [f"{'optimizer':<11} {'final loss (mean ± std)':<25} learning rate"]
-    for name, r in rows:
-        loss = f"{r['final_loss_mean']:.4g} ± {r['final_loss_std']:.3g}"
+    for name, r in sorted(optimizers.items(), key=order):
+        if np.isfinite(r["final_loss_mean"]):
+            loss = f"{r['final_loss_mean']:.4g} ± {r['final_loss_std']:.3g}"
+        else:
+            loss = f"diverged on {r.get('diverged_tasks', '?')} tasks"
         lr = f"{r['learning_rate']:.3g}" if "learning_rate" in r else "-"
         lines.append(f"{name:<11} {loss:<25} {lr}")
     return "\n".join(lines)

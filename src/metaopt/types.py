@@ -25,13 +25,31 @@ class TaskFamily(NamedTuple):
       init: ``init(cfg, key) -> params`` draws the optimizee's initial parameters.
       loss: ``loss(cfg, params, key) -> scalar``; ``key`` draws a minibatch for
         data-driven tasks and is ignored by deterministic ones.
-
+      data: arrays the functions read (a dataset on device), or None.
+      bind: ``bind(data) -> TaskFamily`` rebuilds the family over other arrays of the
+        same shapes. metaopt's compiled functions take ``data`` as an argument and
+        call ``bind`` on the traced value, so a dataset is never baked into a
+        program as a constant. None for families without data.
     """
 
     name: str
     sample: Callable[[jax.Array], TaskConfig]
     init: Callable[[TaskConfig, jax.Array], Params]
     loss: Callable[[TaskConfig, Params, jax.Array], jax.Array]
+    data: PyTree = None
+    bind: "Callable[[PyTree], TaskFamily] | None" = None
+
+
+def with_data(family: TaskFamily, data: PyTree) -> TaskFamily:
+    """Returns ``family`` reading ``data`` (for instance a traced argument of ``jit``).
+
+    Example:
+      >>> from metaopt.quadratic import quadratic_family
+      >>> fam = quadratic_family()
+      >>> with_data(fam, None) is fam
+      True
+    """
+    return family if family.bind is None else family.bind(data)
 
 
 class LearnedOptimizer(NamedTuple):

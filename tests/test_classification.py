@@ -1,0 +1,110 @@
+"""Classifier task families against NumPy, and datasets passed into jit as arguments."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import metaopt as mo
+from metaopt.classification import logistic_regression_family, mlp_classifier_family
+from metaopt.datasets import from_arrays
+from metaopt.types import with_data
+
+
+@pytest.fixture
+def dataset():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3, 2)).astype(np.float32)
+    y = (x[:, 0, 0] > 0).astype(int) + 2 * (x[:, 1, 1] > 0).astype(int)
+    return from_arrays(x, y, num_classes=4)
+
+
+def numpy_loss(params, x, y, act):
+    h = x.reshape(len(x), -1).astype(np.float64)
+    for layer in params[:-1]:
+        h = act(h @ np.asarray(layer["w"]) + np.asarray(layer["b"]))
+    logits = h @ np.asarray(params[-1]["w"]) + np.asarray(params[-1]["b"])
+    logits -= logits.max(axis=1, keepdims=True)
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return -logp[np.arange(len(y)), y].mean()
+
+
+@pytest.mark.parametrize(
+    ("hidden", "activation", "act"),
+    [
+        ((5,), "sigmoid", lambda z: 1 / (1 + np.exp(-z))),
+        ((4, 3), "relu", lambda z: np.maximum(z, 0)),
+    ],
+)
+def test_loss_matches_numpy_on_the_same_minibatch(dataset, hidden, activation, act):
+    fam = mlp_classifier_family(
+        dataset,
+        split="val",
+        hidden_sizes=hidden,
+        activation=activation,
+        batch_size=16,
+        init_std=0.5,
+    )
+    params = fam.init(fam.sample(jax.random.key(0)), jax.random.key(1))
+    key = jax.random.key(2)
+    idx = np.asarray(jax.random.randint(key, (16,), 0, len(dataset.split("val")[1])))
+    x, y = dataset.split("val")
+    expected = numpy_loss(params, x[idx], y[idx], act)
+    np.testing.assert_allclose(fam.loss(None, params, key), expected, rtol=1e-5)
+
+
+def test_paper_initialization_has_the_stated_scale(dataset):
+    fam = mlp_classifier_family(dataset, hidden_sizes=(200,))
+    params = fam.init(None, jax.random.key(0))
+    # 1,200 weights from N(0, 0.01²): the sample std is within 10% of 0.01.
+    assert abs(float(jnp.std(params[0]["w"])) - 0.01) < 1e-3
+
+
+def test_logistic_regression_has_no_hidden_layer(dataset):
+    params = logistic_regression_family(dataset).init(None, jax.random.key(0))
+    assert [p["w"].shape for p in params] == [(6, 4)]
+
+
+def test_bad_arguments_name_themselves(dataset):
+    with pytest.raises(ValueError, match="activation"):
+        mlp_classifier_family(dataset, activation="gelu")
+    with pytest.raises(ValueError, match="split"):
+        mlp_classifier_family(dataset, split="training")
+    with pytest.raises(ValueError, match="batch_size"):
+        mlp_classifier_family(dataset, batch_size=0)
+
+
+def test_bound_family_reads_the_data_it_is_given(dataset):
+    fam = mlp_classifier_family(dataset, split="train", batch_size=8)
+    params = fam.init(None, jax.random.key(0))
+    xs, ys = fam.data
+    other = (xs * 0.0, ys)
+    key = jax.random.key(1)
+    zeros_loss = jax.jit(lambda d: with_data(fam, d).loss(None, params, key))(other)
+    direct = with_data(fam, other).loss(None, params, key)
+    np.testing.assert_allclose(zeros_loss, direct, rtol=1e-6)
+    assert not np.isclose(float(zeros_loss), float(fam.loss(None, params, key)))
+
+
+def test_evaluation_and_meta_training_on_a_dataset_family(dataset):
+    train = mlp_classifier_family(dataset, split="train", hidden_sizes=(4,), batch_size=32)
+    val = mlp_classifier_family(dataset, split="val", hidden_sizes=(4,), batch_size=32)
+    curves = mo.evaluate(optax.adam(0.05), train, jax.random.key(0), num_tasks=4, num_steps=60)
+    # The labels are a function of two input coordinates: Adam learns them quickly.
+    assert curves[:, -10:].mean() < 0.7 * curves[:, 0].mean()
+    lopt = mo.lstm_optimizer(hidden_size=4, log_and_sign_p=10.0)
+    result = mo.meta_train(
+        lopt,
+        train,
+        jax.random.key(1),
+        num_epochs=2,
+        num_tasks=2,
+        truncation=5,
+        horizon=10,
+        validation_family=val,
+        num_validation_tasks=2,
+        validate_every=1,
+        progress=False,
+    )
+    assert all(np.isfinite(h["validation_loss"]) for h in result.history)
