@@ -2,26 +2,15 @@
 
 import json
 import os
-import platform
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import jax
 
+from metaopt.demo import machine
+
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def machine() -> dict:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-    }
 
 
 def timed(fn, *args, repeats: int):

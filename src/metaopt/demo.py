@@ -33,6 +33,25 @@ def machine() -> dict[str, Any]:
         "jax": jax.__version__,
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
+        "python": platform.python_version(),
+    }
+
+
+def _record(experiment: str, config: dict, trained: Any, **sections: Any) -> dict[str, Any]:
+    """The common shape of a demo's results.json."""
+    return {
+        "experiment": experiment,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "config": config,
+        **sections,
+        "meta_train": {
+            "seconds": trained.seconds,
+            "compile_seconds": trained.compile_seconds,
+            "function_steps_per_second": trained.function_steps_per_second,
+            "best_validation_loss": trained.best_validation_loss,
+            "history": trained.history,
+        },
     }
 
 
@@ -40,7 +59,7 @@ def quadratic_demo(
     out: str | os.PathLike,
     *,
     seed: int = 0,
-    epochs: int = 150,
+    epochs: int = 120,
     num_tasks: int = 128,
     truncation: int = 20,
     horizon: int = 100,
@@ -97,31 +116,19 @@ def quadratic_demo(
         num_tune_tasks=num_tune_tasks,
         num_steps=horizon,
     )
-    results = {
-        "experiment": "quadratic",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "config": {
-            "seed": seed,
-            "dim": 10,
-            "lstm": lopt.config,
-            "epochs": epochs,
-            "num_tasks": num_tasks,
-            "truncation": truncation,
-            "horizon": horizon,
-            "meta_optimizer": f"adam({meta_learning_rate})",
-            "num_eval_tasks": num_eval_tasks,
-            "num_tune_tasks": num_tune_tasks,
-        },
-        "optimizers": optimizers,
-        "meta_train": {
-            "seconds": trained.seconds,
-            "compile_seconds": trained.compile_seconds,
-            "function_steps_per_second": trained.function_steps_per_second,
-            "best_validation_loss": trained.best_validation_loss,
-            "history": trained.history,
-        },
+    config = {
+        "seed": seed,
+        "dim": 10,
+        "lstm": lopt.config,
+        "epochs": epochs,
+        "num_tasks": num_tasks,
+        "truncation": truncation,
+        "horizon": horizon,
+        "meta_optimizer": f"adam({meta_learning_rate})",
+        "num_eval_tasks": num_eval_tasks,
+        "num_tune_tasks": num_tune_tasks,
     }
+    results = _record("quadratic", config, trained, optimizers=optimizers)
     save(out / "optimizer.mopt", lopt, trained.theta)
     write_json(out / "results.json", results)
     plot_curves(out / "curves.png", optimizers, "10-d quadratics, held-out tasks")
@@ -253,33 +260,20 @@ def mlp_demo(
                 f"generalization {name} on {data}",
             )
     save(out / "optimizer.mopt", lopt, trained.theta)
-    results = {
-        "experiment": "mlp",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "config": {
-            "seed": seed,
-            "data": data,
-            "lstm": lopt.config,
-            "epochs": epochs,
-            "num_tasks": num_tasks,
-            "truncation": truncation,
-            "horizon": horizon,
-            "meta_optimizer": f"adam({meta_learning_rate})",
-            "num_eval_tasks": num_eval_tasks,
-            "num_tune_tasks": num_tune_tasks,
-            "splits": {s: len(dataset.split(s)[1]) for s in ("train", "val", "test")},
-        },
-        "optimizers": optimizers,
-        "generalization": general,
-        "meta_train": {
-            "seconds": trained.seconds,
-            "compile_seconds": trained.compile_seconds,
-            "function_steps_per_second": trained.function_steps_per_second,
-            "best_validation_loss": trained.best_validation_loss,
-            "history": trained.history,
-        },
+    config = {
+        "seed": seed,
+        "data": data,
+        "lstm": lopt.config,
+        "epochs": epochs,
+        "num_tasks": num_tasks,
+        "truncation": truncation,
+        "horizon": horizon,
+        "meta_optimizer": f"adam({meta_learning_rate})",
+        "num_eval_tasks": num_eval_tasks,
+        "num_tune_tasks": num_tune_tasks,
+        "splits": {s: len(dataset.split(s)[1]) for s in ("train", "val", "test")},
     }
+    results = _record("mlp", config, trained, optimizers=optimizers, generalization=general)
     results["wall_seconds"] = time.perf_counter() - wall
     write_json(out / "results.json", results)
     return results
