@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs",
         type=_positive_int,
         default=None,
-        help="meta-batches of fresh tasks (default: 120 quadratic, 20 mlp)",
+        help="meta-batches of fresh tasks (default: 100 quadratic, 20 mlp)",
     )
     demo.add_argument(
         "--tasks",
@@ -240,7 +240,7 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 DEMO_DEFAULTS = {
-    "quadratic": {"epochs": 120, "tasks": 128, "eval_tasks": 256, "tune_tasks": 1024},
+    "quadratic": {"epochs": 100, "tasks": 128, "eval_tasks": 256, "tune_tasks": 1024},
     "mlp": {"epochs": 20, "tasks": 16, "eval_tasks": 64, "tune_tasks": 32},
 }
 
