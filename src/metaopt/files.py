@@ -36,10 +36,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> P
     previous file or the complete new one.
 
     Example:
-      >>> import os, tempfile
-      >>> p = os.path.join(tempfile.mkdtemp(), "x.bin")
+      >>> import tempfile
+      >>> p = Path(tempfile.mkdtemp()) / "x.bin"
       >>> _ = atomic_write(p, lambda f: f.write(b"hi"))
-      >>> open(p, "rb").read()
+      >>> p.read_bytes()
       b'hi'
 
     """

@@ -1,0 +1,22 @@
+"""The runnable examples in metaopt's docstrings run and print what they claim."""
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import metaopt
+
+MODULES = sorted(
+    m.name
+    for m in pkgutil.iter_modules(metaopt.__path__, "metaopt.")
+    if m.name != "metaopt.__main__"
+)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0, f"{result.failed} docstring example(s) failed in {name}"
