@@ -75,9 +75,9 @@ def compare_optimizers(
             curves[name] = run_tasks(evaluation, tx, eval_tasks, num_steps)
         for name, make_tx in baselines.items():
             finals = final_loss_by_rate(make_tx, tuning, tune_tasks, rates, num_steps)
-            lr = rates[jnp.argmin(finals)]
-            curves[name] = run_tasks(evaluation, make_tx(lr), eval_tasks, num_steps)
-            chosen[name] = lr
+            best = jnp.argmin(finals)
+            curves[name] = run_tasks(evaluation, make_tx(rates[best]), eval_tasks, num_steps)
+            chosen[name] = best
         return curves, chosen
 
     curves, chosen = jax.jit(run_all)(
@@ -96,7 +96,7 @@ def compare_optimizers(
 
     results = {name: summarize(curves[name]) for name in learned}
     for name in baselines:
-        lr = float(rates[np.argmin(np.abs(rates - float(chosen[name])))])
+        lr = float(rates[int(chosen[name])])
         results[name] = summarize(curves[name]) | {"learning_rate": lr}
     return results
 

@@ -99,7 +99,7 @@ def truncated_meta_loss(
             weighted = weights[inner.step + jnp.arange(num_steps)] * trajectory
         return jnp.mean(weighted), jnp.mean(trajectory), inner_end
 
-    num_tasks = jax.tree.leaves(batch.inner.step)[0].shape[0]
+    num_tasks = batch.inner.step.shape[0]
     task_keys = jax.random.split(key, num_tasks)
     meta_losses, mean_losses, inner = jax.vmap(one_task)(batch.cfgs, batch.inner, task_keys)
     return jnp.mean(meta_losses), (TaskBatch(batch.cfgs, inner), jnp.mean(mean_losses))
