@@ -1,7 +1,12 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes and checksummed framing of binary files.
 
+An atomic write leaves a reader the old file or the new one, never half of one.
+"""
+
+import hashlib
 import json
 import os
+import struct
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -61,3 +66,37 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Writes ``obj`` as indented JSON, atomically."""
     data = (json.dumps(obj, indent=2, allow_nan=True) + "\n").encode()
     return atomic_write(path, lambda f: f.write(data))
+
+
+def frame(magic: bytes, version: int, payload: bytes) -> bytes:
+    """``magic``, ``version`` (little-endian uint32) and the payload's SHA-256, then it.
+
+    Example:
+      >>> data = frame(b"DEMO", 1, b"payload")
+      >>> unframe(data, b"DEMO", 1, path="x", what="demo file")
+      b'payload'
+
+    """
+    return magic + struct.pack("<I", version) + hashlib.sha256(payload).digest() + payload
+
+
+def unframe(
+    data: bytes,
+    magic: bytes,
+    version: int,
+    *,
+    path: str | os.PathLike,
+    what: str,
+    error: type[Exception] = ValueError,
+) -> bytes:
+    """The payload of :func:`frame`'s ``data``; raises ``error`` naming ``path`` if damaged."""
+    header = len(magic) + 4 + 32
+    if len(data) < header or not data.startswith(magic):
+        raise error(f"{str(path)!r} is not a {what} (or is truncated)")
+    (got,) = struct.unpack("<I", data[len(magic) : len(magic) + 4])
+    if got != version:
+        raise error(f"{str(path)!r} has format version {got}; this metaopt reads version {version}")
+    digest, payload = data[len(magic) + 4 : header], data[header:]
+    if hashlib.sha256(payload).digest() != digest:
+        raise error(f"{str(path)!r} is corrupted or truncated (checksum mismatch)")
+    return payload

@@ -5,9 +5,7 @@ the SHA-256 of the payload (32 bytes), then the payload: msgpack of the architec
 name, its configuration and its meta-parameters. Files are written atomically.
 """
 
-import hashlib
 import os
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +13,13 @@ import jax
 import numpy as np
 from flax import serialization
 
-from metaopt.files import atomic_write
+from metaopt.files import atomic_write, frame, unframe
 from metaopt.lstm import lstm_optimizer
 from metaopt.mlp_lopt import mlp_optimizer
 from metaopt.types import LearnedOptimizer, Theta
 
 MAGIC = b"METAOPT\x00"
 VERSION = 1
-HEADER = len(MAGIC) + 4 + 32
 ARCHITECTURES = {"lstm": lstm_optimizer, "mlp": mlp_optimizer}
 
 
@@ -68,8 +65,8 @@ def save(path: str | os.PathLike, lopt: LearnedOptimizer, theta: Theta) -> Path:
             "theta": serialization.to_state_dict(jax.tree.map(np.asarray, theta)),
         }
     )
-    header = MAGIC + struct.pack("<I", VERSION) + hashlib.sha256(payload).digest()
-    return atomic_write(path, lambda f: f.write(header + payload))
+    data = frame(MAGIC, VERSION, payload)
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def load(path: str | os.PathLike) -> tuple[LearnedOptimizer, Theta]:
@@ -84,16 +81,9 @@ def load(path: str | os.PathLike) -> tuple[LearnedOptimizer, Theta]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"no saved optimizer at {str(path)!r}") from None
-    if len(data) < HEADER or not data.startswith(MAGIC):
-        raise OptimizerFileError(f"{str(path)!r} is not a metaopt optimizer file (or is truncated)")
-    (version,) = struct.unpack("<I", data[len(MAGIC) : len(MAGIC) + 4])
-    if version != VERSION:
-        raise OptimizerFileError(
-            f"{str(path)!r} has format version {version}; this metaopt reads version {VERSION}"
-        )
-    digest, payload = data[len(MAGIC) + 4 : HEADER], data[HEADER:]
-    if hashlib.sha256(payload).digest() != digest:
-        raise OptimizerFileError(f"{str(path)!r} is corrupted or truncated (checksum mismatch)")
+    payload = unframe(
+        data, MAGIC, VERSION, path=path, what="metaopt optimizer file", error=OptimizerFileError
+    )
     try:
         record = serialization.msgpack_restore(payload)
         lopt = build(record["name"], dict(record["config"]))
