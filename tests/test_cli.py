@@ -95,8 +95,11 @@ def test_train_then_eval(tmp_path, lopt):
     args = ["train", "--task", "mlp_regression", "--lopt", lopt, "--out", str(run_dir), *TRAIN]
     assert main(args) == 0
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in lines] == [1, 2, 3]
-    assert "validation_loss" in lines[1] and "validation_loss" in lines[2]
+    # One record per meta-step: 3 epochs of 10 steps in truncations of 5.
+    assert [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6]
+    assert [r["epoch"] for r in lines] == [1, 1, 2, 2, 3, 3]
+    # Validated at the end of every second epoch and after the last one.
+    assert [r["step"] for r in lines if "validation_loss" in r] == [4, 6]
     summary = json.loads((run_dir / "summary.json").read_text())
     # The saved optimizer is the best one on validation; reloading it reproduces that loss.
     best = min(r["validation_loss"] for r in lines if "validation_loss" in r)

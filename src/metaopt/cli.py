@@ -1,10 +1,12 @@
-"""The ``metaopt`` command line: ``demo``, ``train`` and ``eval``."""
+"""The ``metaopt`` command line: ``demo``, ``train``, ``plot`` and ``eval``."""
 
 import argparse
-import json
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from metaopt.run_config import LEARNED_OPTIMIZERS, TASKS
 
 
 def _positive_int(text: str) -> int:
@@ -27,15 +29,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
-TASKS = ("quadratic", "mlp_regression")
-
-
-def make_family(name: str):
-    """The task family a CLI ``--task`` name stands for."""
-    from metaopt.quadratic import quadratic_family
-    from metaopt.regression import mlp_regression_family
-
-    return {"quadratic": quadratic_family, "mlp_regression": mlp_regression_family}[name]()
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,36 +104,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    train = sub.add_parser("train", help="meta-train a learned optimizer and save it")
-    train.add_argument("--task", choices=TASKS, required=True)
-    train.add_argument("--lopt", choices=["lstm", "mlp"], required=True)
-    train.add_argument("--out", type=Path, required=True, help="output directory")
-    train.add_argument("--seed", type=int, default=0)
+    train = sub.add_parser(
+        "train",
+        help="meta-train a learned optimizer in a run directory (checkpointed, resumable)",
+        description=(
+            "Meta-train a learned optimizer. Settings come from defaults, then --config, "
+            "then flags. The run directory gets config.toml, checkpoints/, metrics.jsonl, "
+            "optimizer.mopt and summary.json. Ctrl-C or SIGTERM stops after the current "
+            "meta-step with a checkpoint; --resume continues."
+        ),
+    )
+    train.add_argument("--out", type=Path, required=True, help="run directory")
+    train.add_argument("--config", type=Path, help="a TOML file of settings (keys as below)")
     train.add_argument(
-        "--epochs",
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    flag = functools.partial(train.add_argument, default=argparse.SUPPRESS)
+    flag("--task", choices=TASKS, help="task family (default quadratic)")
+    flag("--lopt", choices=LEARNED_OPTIMIZERS, help="learned optimizer (default lstm)")
+    flag("--seed", type=_non_negative_int, help="PRNG seed (default 0)")
+    flag("--epochs", type=_positive_int, help="meta-batches of fresh tasks (default 100)")
+    flag("--tasks", type=_positive_int, help="tasks per meta-batch (default 32)")
+    flag("--truncation", type=_positive_int, help="inner steps per meta-gradient (default 20)")
+    flag("--horizon", type=_positive_int, help="inner steps per task (default 100)")
+    flag("--meta-lr", type=_positive_float, help="meta-optimizer (Adam) rate (default 1e-3)")
+    flag("--validate-every", type=_positive_int, help="epochs between validations (default 10)")
+    flag("--validation-tasks", type=_positive_int, help="validation tasks (default 64)")
+    flag("--log-and-sign-p", type=_positive_float, help="LSTM only: LogAndSign with this p")
+    flag("--output-scale", type=_positive_float, help="LSTM only: update scale (default 0.1)")
+    flag("--checkpoint-every", type=_positive_int, help="meta-steps between checkpoints (50)")
+    flag("--keep-checkpoints", type=_positive_int, help="recent checkpoints kept (default 3)")
+    flag(
+        "--max-consecutive-skips",
         type=_positive_int,
-        default=100,
-        help="meta-batches of fresh tasks (each = horizon/truncation meta-steps)",
+        help="stop after this many non-finite meta-updates in a row (default 20)",
     )
-    train.add_argument("--tasks", type=_positive_int, default=32, help="tasks per meta-batch")
-    train.add_argument("--truncation", type=_positive_int, default=20)
-    train.add_argument("--horizon", type=_positive_int, default=100)
-    train.add_argument("--meta-lr", type=_positive_float, default=1e-3)
-    train.add_argument("--validate-every", type=_positive_int, default=10)
-    train.add_argument("--validation-tasks", type=_positive_int, default=64)
-    train.add_argument(
-        "--log-and-sign-p",
-        type=_positive_float,
-        default=None,
-        help="LSTM only: LogAndSign preprocessing with this p",
-    )
-    train.add_argument(
-        "--output-scale",
-        type=_positive_float,
-        default=0.1,
-        help="LSTM only: scale of the proposed update",
-    )
-    train.add_argument("--no-progress", action="store_true")
+    flag("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+
+    plot = sub.add_parser("plot", help="write PNGs of a run's meta-training curves")
+    plot.add_argument("run_dir", type=Path, help="a directory written by metaopt train")
 
     ev = sub.add_parser("eval", help="evaluate a learned optimizer against tuned baselines")
     ev.add_argument("--lopt", required=True, help="pretrained name or path to a saved optimizer")
@@ -145,60 +155,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train(args: argparse.Namespace) -> None:
-    import jax
-    import optax
+def _train(args: argparse.Namespace) -> int:
+    from metaopt.run import saved_config, train_run
+    from metaopt.run_config import read_toml, resolve
 
-    from metaopt.demo import machine
-    from metaopt.files import prepare_dir, write_json
-    from metaopt.lstm import lstm_optimizer
-    from metaopt.meta_train import meta_train
-    from metaopt.mlp_lopt import mlp_optimizer
-    from metaopt.serialization import save
-
-    out = prepare_dir(args.out, "out")
-    family = make_family(args.task)
-    if args.lopt == "lstm":
-        lopt = lstm_optimizer(log_and_sign_p=args.log_and_sign_p, output_scale=args.output_scale)
+    given = read_toml(args.config) if args.config is not None else {}
+    flags = {k: v for k, v in vars(args).items() if k not in {"command", "out", "config", "resume"}}
+    given |= flags
+    source = "--config and flags"
+    if args.resume:
+        config = resolve(given, saved_config(args.out), source=source)
     else:
-        lopt = mlp_optimizer()
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    write_json(out / "config.json", config | {"lopt_config": lopt.config})
-    metrics_path = out / "metrics.jsonl"
-    with metrics_path.open("w") as metrics:
+        config = resolve(given, source=source)
+    outcome = train_run(config, args.out, resume=args.resume)
+    print(outcome.message, file=sys.stderr if outcome.status != "completed" else sys.stdout)
+    if outcome.status == "stopped":
+        return 128 + outcome.signal
+    return 1 if outcome.status == "diverged" else 0
 
-        def log(record):
-            metrics.write(json.dumps(record) + "\n")
-            metrics.flush()
 
-        result = meta_train(
-            lopt,
-            family,
-            jax.random.key(args.seed),
-            num_epochs=args.epochs,
-            num_tasks=args.tasks,
-            truncation=args.truncation,
-            horizon=args.horizon,
-            meta_optimizer=optax.adam(args.meta_lr),
-            validate_every=args.validate_every,
-            num_validation_tasks=args.validation_tasks,
-            progress=not args.no_progress,
-            on_epoch=log,
-        )
-    save(out / "optimizer.mopt", lopt, result.theta)
-    summary = {
-        "best_validation_loss": result.best_validation_loss,
-        "seconds": result.seconds,
-        "compile_seconds": result.compile_seconds,
-        "function_steps_per_second": result.function_steps_per_second,
-        "machine": machine(),
-    }
-    write_json(out / "summary.json", summary)
-    print(
-        f"best validation loss {result.best_validation_loss:.4g}; "
-        f"{result.function_steps_per_second:,.0f} function-steps/s"
-    )
-    print(f"wrote {out / 'optimizer.mopt'} and {metrics_path}")
+def _plot(args: argparse.Namespace) -> int:
+    from metaopt.run_plots import plot_run
+
+    for path in plot_run(args.run_dir):
+        print(f"wrote {path}")
+    return 0
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -209,10 +190,11 @@ def _eval(args: argparse.Namespace) -> None:
     from metaopt.optax_adapter import as_optax
     from metaopt.pretrained import load
     from metaopt.report import compare_optimizers, format_table, plot_curves
+    from metaopt.run import build_family
 
     out = prepare_dir(args.out, "out")
     lopt, theta = load(args.lopt)
-    family = make_family(args.task)
+    family = build_family(args.task, "test")
     k_tune, k_eval = jax.random.split(jax.random.key(args.seed))
     optimizers = compare_optimizers(
         {"learned": as_optax(lopt, theta)},
@@ -278,13 +260,13 @@ def _demo(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``metaopt`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
-    run = {"demo": _demo, "train": _train, "eval": _eval}[args.command]
+    run = {"demo": _demo, "train": _train, "eval": _eval, "plot": _plot}[args.command]
     try:
-        run(args)
+        status = run(args)
     except (ValueError, TypeError, OSError) as e:
         print(f"metaopt {args.command}: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":
