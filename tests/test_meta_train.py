@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import metaopt as mo
 from metaopt.meta_train import make_meta_step
@@ -58,3 +59,80 @@ def test_meta_step_equals_manual_gradient_and_adam_update():
     for x, y in zip(jax.tree.leaves(new_theta), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
     assert int(metrics["skipped"]) == 0
+
+
+def scaled_quadratics(scale: np.ndarray) -> mo.TaskFamily:
+    """Quadratics with loss ``scale[()] * f``; ``scale`` is read at every meta-step.
+
+    ``scale`` enters the compiled meta-step as the family's data argument, so a test
+    can make the loss NaN at a meta-step of its choosing by writing into it.
+    """
+    base = mo.quadratic_family(dim=3)
+
+    def bind(data):
+        loss = lambda cfg, p, k: data * base.loss(cfg, p, k)  # noqa: E731
+        return base._replace(loss=loss, data=data, bind=bind)
+
+    return bind(scale)
+
+
+def test_a_nan_loss_skips_and_counts_updates_and_training_goes_on():
+    scale = np.ones((), np.float32)
+    thetas = {}
+
+    def on_step(state, record):
+        thetas[state.step] = jax.device_get(state.theta)
+        # Meta-step 3 (the first of epoch 2) sees a NaN loss. Its tasks' parameters
+        # turn NaN with it, so meta-step 4 is skipped too; epoch 3 draws fresh tasks.
+        scale[()] = np.nan if state.step == 2 else 1.0
+
+    result = mo.meta_train(
+        mo.lstm_optimizer(hidden_size=4),
+        scaled_quadratics(scale),
+        jax.random.key(0),
+        num_epochs=3,
+        num_tasks=4,
+        truncation=5,
+        horizon=10,
+        validate_every=1,
+        num_validation_tasks=4,
+        progress=False,
+        on_step=on_step,
+    )
+    assert [r["skipped"] for r in result.history] == [0, 0, 1, 1, 0, 0]
+    assert [r["skipped_total"] for r in result.history] == [0, 0, 1, 2, 2, 2]
+    assert result.state.skipped == 2 and result.state.consecutive_skipped == 0
+    assert np.isnan(result.history[2]["meta_loss"])
+    for x, y in zip(jax.tree.leaves(thetas[2]), jax.tree.leaves(thetas[4]), strict=True):
+        np.testing.assert_array_equal(x, y)  # skipped updates leave theta as it was
+    changed = [
+        not np.array_equal(x, y)
+        for x, y in zip(jax.tree.leaves(thetas[4]), jax.tree.leaves(thetas[6]), strict=True)
+    ]
+    assert any(changed)  # and training goes on afterwards
+    for t in thetas.values():
+        assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(t))
+    assert np.isfinite(result.best_validation_loss)
+
+
+def test_too_many_consecutive_skips_stop_with_a_clear_error():
+    scale = np.ones((), np.float32)
+
+    def on_step(state, record):
+        if state.step == 2:
+            scale[()] = np.nan  # every meta-step from 3 on is non-finite
+
+    with pytest.raises(mo.MetaTrainingDiverged, match=r"3 consecutive.*meta-steps 3\.\.5"):
+        mo.meta_train(
+            mo.lstm_optimizer(hidden_size=4),
+            scaled_quadratics(scale),
+            jax.random.key(0),
+            num_epochs=10,
+            num_tasks=4,
+            truncation=5,
+            horizon=10,
+            num_validation_tasks=4,
+            max_consecutive_skips=3,
+            progress=False,
+            on_step=on_step,
+        )

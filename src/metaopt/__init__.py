@@ -9,7 +9,14 @@ from metaopt.evaluate import (
     tune_learning_rate,
 )
 from metaopt.lstm import lstm_optimizer
-from metaopt.meta_train import MetaTrainResult, meta_train, truncation_lengths
+from metaopt.meta_train import (
+    MetaTrainingDiverged,
+    MetaTrainResult,
+    MetaTrainState,
+    init_meta_train_state,
+    meta_train,
+    truncation_lengths,
+)
 from metaopt.mlp_lopt import mlp_optimizer
 from metaopt.optax_adapter import as_optax
 from metaopt.preprocess import log_and_sign
@@ -27,6 +34,8 @@ __all__ = [
     "InnerState",
     "LearnedOptimizer",
     "MetaTrainResult",
+    "MetaTrainState",
+    "MetaTrainingDiverged",
     "TaskBatch",
     "TaskFamily",
     "TuneResult",
@@ -34,6 +43,7 @@ __all__ = [
     "baseline_optimizers",
     "evaluate",
     "init_inner",
+    "init_meta_train_state",
     "init_task_batch",
     "load",
     "log_and_sign",

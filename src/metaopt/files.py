@@ -29,8 +29,15 @@ def prepare_dir(path: str | os.PathLike, name: str = "out") -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OSError(f"{name}: cannot create directory {str(path)!r}: {e.strerror}") from e
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise PermissionError(f"{name}: directory {str(path)!r} is not writable")
+    # Probe with a real file: permission bits do not tell root about read-only mounts
+    # or immutable directories.
+    try:
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test.")
+    except OSError as e:
+        reason = e.strerror
+        raise PermissionError(f"{name}: directory {str(path)!r} is not writable: {reason}") from e
+    os.close(fd)
+    os.unlink(probe)
     return path
 
 

@@ -99,6 +99,30 @@ def build_lopt(config: TrainConfig) -> LearnedOptimizer:
     return mlp_optimizer()
 
 
+def _components(config: TrainConfig):
+    return (
+        build_lopt(config),
+        build_family(config.task, "train"),
+        build_family(config.task, "val"),
+        optax.adam(config.meta_lr),
+    )
+
+
+def initial_state(config: TrainConfig) -> MetaTrainState:
+    """The state a run of ``config`` starts from; also the template its checkpoints load into.
+
+    Example:
+      >>> initial_state(TrainConfig(tasks=4)).batch.inner.params.shape
+      (4, 10)
+
+    """
+    lopt, family, _, meta_optimizer = _components(config)
+    key = jax.random.key(config.seed)
+    return init_meta_train_state(
+        lopt, family, key, num_tasks=config.tasks, meta_optimizer=meta_optimizer
+    )
+
+
 def saved_config(out: str | Path) -> TrainConfig:
     """The configuration a run in ``out`` was started with."""
     path = Path(out) / "config.toml"
@@ -192,14 +216,9 @@ def train_run(config: TrainConfig, out: str | Path, *, resume: bool = False) -> 
     ckpt_dir = prepare_dir(ckpt_dir, "out/checkpoints")
     atomic_write(out / "config.toml", lambda f: f.write(to_toml(config).encode()))
 
-    family = build_family(config.task, "train")
-    val_family = build_family(config.task, "val")
-    lopt = build_lopt(config)
-    meta_optimizer = optax.adam(config.meta_lr)
+    lopt, family, val_family, meta_optimizer = _components(config)
     key = jax.random.key(config.seed)
-    state = init_meta_train_state(
-        lopt, family, key, num_tasks=config.tasks, meta_optimizer=meta_optimizer
-    )
+    state = initial_state(config)
     config_record = dataclasses.asdict(config)
     if resume:
         state, _, path = restore_latest(ckpt_dir, state)

@@ -1,0 +1,116 @@
+"""Checkpoint files: round trips, pruning, damage, and falling back to a good one."""
+
+import jax
+import numpy as np
+import pytest
+
+import metaopt as mo
+from metaopt.checkpoint import (
+    CheckpointError,
+    checkpoint_steps,
+    read_checkpoint,
+    restore_latest,
+    save_checkpoint,
+)
+from metaopt.meta_train import init_meta_train_state
+
+KW = dict(num_tasks=2, truncation=5, horizon=10, num_validation_tasks=2, progress=False)
+
+
+def assert_states_equal(a, b):
+    assert a.step == b.step and a.skipped == b.skipped
+    assert a.consecutive_skipped == b.consecutive_skipped
+    np.testing.assert_array_equal(jax.random.key_data(a.key), jax.random.key_data(b.key))
+    for name in ("theta", "meta_state", "batch", "best_theta"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert jax.tree.structure(x) == jax.tree.structure(y)
+        for u, v in zip(jax.tree.leaves(x), jax.tree.leaves(y), strict=True):
+            assert u.dtype == v.dtype
+            np.testing.assert_array_equal(u, v)
+
+
+@pytest.fixture(scope="module")
+def run():
+    lopt = mo.lstm_optimizer(hidden_size=4)
+    family = mo.quadratic_family(dim=3)
+    result = mo.meta_train(lopt, family, jax.random.key(3), num_epochs=2, **KW)
+    template = init_meta_train_state(lopt, family, jax.random.key(3), num_tasks=2)
+    return result.state, template
+
+
+def test_round_trip_restores_every_array_and_counter_exactly(tmp_path, run):
+    state, template = run
+    path = save_checkpoint(tmp_path, state, metadata={"note": "x", "none": None})
+    restored, metadata = read_checkpoint(path, template)
+    assert_states_equal(restored, state)
+    assert restored.best_validation_loss == state.best_validation_loss
+    assert restored.seconds == state.seconds
+    assert metadata == {"note": "x", "none": None}
+
+
+def test_resuming_from_a_checkpoint_ends_where_the_uninterrupted_run_ends(tmp_path):
+    lopt = mo.lstm_optimizer(hidden_size=4)
+    family = mo.quadratic_family(dim=3)
+    full = mo.meta_train(lopt, family, jax.random.key(3), num_epochs=3, **KW)
+
+    def keep_step_3(state, record):
+        if state.step == 3:  # mid-epoch: the tasks are half-trained
+            save_checkpoint(tmp_path, state)
+
+    mo.meta_train(lopt, family, jax.random.key(3), num_epochs=3, on_step=keep_step_3, **KW)
+    template = init_meta_train_state(lopt, family, jax.random.key(3), num_tasks=2)
+    state, _, path = restore_latest(tmp_path, template)
+    assert state.step == 3 and path.name == "ckpt-00000003.ckpt"
+    resumed = mo.meta_train(lopt, family, jax.random.key(3), num_epochs=3, state=state, **KW)
+    assert [r["step"] for r in resumed.history] == [4, 5, 6]
+    assert_states_equal(resumed.state, full.state)
+
+
+def test_pruning_keeps_the_newest_and_the_newest_best(tmp_path, run):
+    state, _ = run
+    for step in range(1, 7):
+        save_checkpoint(tmp_path, state._replace(step=step), best=step in (2, 3), keep=2)
+    names = [p.name for _, _, p in checkpoint_steps(tmp_path)]
+    assert names == ["ckpt-00000003-best.ckpt", "ckpt-00000005.ckpt", "ckpt-00000006.ckpt"]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b[: len(b) // 2],  # torn
+        lambda b: b[:-10] + bytes(10),  # payload bytes changed
+        lambda b: b"garbage",
+        lambda b: b[:8] + (7).to_bytes(4, "little") + b[12:],  # another format version
+    ],
+)
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, run, damage):
+    state, template = run
+    save_checkpoint(tmp_path, state._replace(step=1))
+    newest = save_checkpoint(tmp_path, state._replace(step=2))
+    newest.write_bytes(damage(newest.read_bytes()))
+    with pytest.warns(RuntimeWarning, match=r"ckpt-00000002\.ckpt"):
+        restored, _, path = restore_latest(tmp_path, template)
+    assert restored.step == 1 and path.name == "ckpt-00000001.ckpt"
+
+
+def test_no_readable_checkpoint_is_an_error_never_a_fresh_start(tmp_path, run):
+    state, template = run
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        restore_latest(tmp_path, template)
+    path = save_checkpoint(tmp_path, state)
+    path.write_bytes(path.read_bytes()[:100])
+    with (
+        pytest.warns(RuntimeWarning),
+        pytest.raises(CheckpointError, match="none of the 1 checkpoints"),
+    ):
+        restore_latest(tmp_path, template)
+
+
+def test_a_checkpoint_of_another_run_shape_is_rejected(tmp_path, run):
+    state, _ = run
+    path = save_checkpoint(tmp_path, state)
+    other = init_meta_train_state(
+        mo.lstm_optimizer(hidden_size=4), mo.quadratic_family(dim=5), jax.random.key(3), num_tasks=2
+    )
+    with pytest.raises(CheckpointError, match="batch"):
+        read_checkpoint(path, other)
