@@ -1,0 +1,240 @@
+"""``metaopt train`` and ``metaopt plot``: configuration, bad input, metrics, divergence."""
+
+import contextlib
+import json
+import os
+import subprocess
+
+import jax
+import numpy as np
+import pytest
+
+import metaopt as mo
+from metaopt import run
+from metaopt.checkpoint import checkpoint_steps, read_checkpoint
+from metaopt.cli import main
+from metaopt.run_config import TrainConfig, read_toml, to_toml
+
+TINY = [
+    "--epochs",
+    "2",
+    "--tasks",
+    "2",
+    "--truncation",
+    "5",
+    "--horizon",
+    "10",
+    "--validate-every",
+    "1",
+    "--validation-tasks",
+    "2",
+    "--no-progress",
+]
+
+
+def fails(args, capsys, *needles):
+    """Runs the command, expects exit status 2 and every needle in stderr."""
+    try:
+        status = main(args)
+    except SystemExit as e:  # argparse
+        status = e.code
+    err = capsys.readouterr().err
+    assert status == 2, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@contextlib.contextmanager
+def read_only_dir(path):
+    """A directory nobody may write to, root included (root ignores permission bits)."""
+    path.mkdir()
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(path)], check=True)
+        undo = ["chattr", "-i", str(path)]
+    else:
+        path.chmod(0o555)
+        undo = ["chmod", "755", str(path)]
+    try:
+        yield path
+    finally:
+        subprocess.run(undo, check=True)
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--epochs", "0"], "--epochs"),
+        (["--tasks", "-3"], "--tasks"),
+        (["--truncation", "-1"], "--truncation"),
+        (["--meta-lr", "0"], "--meta-lr"),
+        (["--seed", "-1"], "--seed"),
+        (["--task", "imagenet"], "--task"),
+        (["--lopt", "adam"], "--lopt"),
+        (["--epochs", "ten"], "--epochs"),
+    ],
+)
+def test_bad_flags_name_the_flag(tmp_path, capsys, flags, needle):
+    fails(["train", "--out", str(tmp_path), *flags], capsys, needle)
+
+
+@pytest.mark.parametrize(
+    "toml, needles",
+    [
+        ("epochs = 0", ["epochs must be a positive integer, got 0"]),
+        ("tasks = -3", ["tasks must be a positive integer, got -3"]),
+        ("validation_tasks = 0", ["validation_tasks"]),
+        ("meta_lr = -0.1", ["meta_lr must be a finite positive number"]),
+        ('epochs = "ten"', ["epochs must be a positive integer, got 'ten'"]),
+        ("epochs = 2.5", ["epochs must be a positive integer, got 2.5"]),
+        ("epochs = true", ["epochs must be a positive integer, got True"]),
+        ('meta_lr = "fast"', ["meta_lr must be a positive number"]),
+        ("progress = 1", ["progress must be true or false"]),
+        ('task = "imagenet"', ["task must be one of", "imagenet"]),
+        ('lopt = "adam"', ["lopt must be one of", "adam"]),
+        ("epoch = 3", ["unknown key 'epoch'", "did you mean 'epochs'"]),
+        ("colour = 3", ["unknown key 'colour'", "known keys"]),
+        ("epochs = ", ["not valid TOML", "line 1"]),
+        ("[run]\nepochs = 3", ["unknown key 'run'"]),
+        ("[epochs]\nx = 3", ["key 'epochs' must be a value, not a table"]),
+        ("epochs = 3\nepochs = 4", ["not valid TOML"]),
+    ],
+)
+def test_bad_config_files_name_the_file_and_the_key(tmp_path, capsys, toml, needles):
+    config = tmp_path / "run.toml"
+    config.write_text(toml + "\n")
+    args = ["train", "--out", str(tmp_path / "run"), "--config", str(config)]
+    fails(args, capsys, str(config), *needles)
+    assert not (tmp_path / "run" / "config.toml").exists()
+
+
+def test_a_missing_config_file_is_named(tmp_path, capsys):
+    missing = tmp_path / "nope.toml"
+    fails(["train", "--out", str(tmp_path), "--config", str(missing)], capsys, str(missing))
+
+
+def test_truncation_longer_than_the_horizon_is_rejected(tmp_path, capsys):
+    args = ["train", "--out", str(tmp_path), "--truncation", "30", "--horizon", "10"]
+    fails(args, capsys, "truncation (30) must not exceed horizon (10)")
+
+
+def test_an_output_path_that_is_a_file_is_rejected(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("keep me")
+    fails(["train", "--out", str(target), *TINY], capsys, "out must be a directory")
+    assert target.read_text() == "keep me"
+
+
+def test_a_read_only_output_directory_is_rejected(tmp_path, capsys):
+    with read_only_dir(tmp_path / "ro") as ro:
+        fails(["train", "--out", str(ro), *TINY], capsys, "not writable", str(ro))
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path, capsys):
+    (tmp_path / "config.toml").write_text(to_toml(TrainConfig()))
+    fails(["train", "--out", str(tmp_path), *TINY], capsys, "already holds a run", "--resume")
+    assert read_toml(tmp_path / "config.toml") == read_toml_of(TrainConfig())
+
+
+def read_toml_of(config):
+    return {k: v for k, v in vars(config).items() if v is not None}
+
+
+def test_resume_with_a_different_configuration_names_the_keys(tmp_path, capsys):
+    (tmp_path / "config.toml").write_text(to_toml(TrainConfig(epochs=2, tasks=2)))
+    err = fails(
+        ["train", "--out", str(tmp_path), "--resume", "--epochs", "3", "--seed", "1"],
+        capsys,
+        "different configuration",
+    )
+    assert "epochs = 3 here, 2 in the saved run" in err
+    assert "seed = 1 here, 0 in the saved run" in err
+
+
+def test_resume_where_there_is_no_run_is_an_error(tmp_path, capsys):
+    fails(["train", "--out", str(tmp_path), "--resume"], capsys, "no run to resume")
+
+
+def test_config_file_then_flags_and_the_saved_config_repeats_the_run(tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text("epochs = 1\ntasks = 3\ntruncation = 5\nhorizon = 10\nseed = 4\n")
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["--validation-tasks", "2", "--no-progress"]
+    args = ["train", "--out", str(first), "--config", str(config), "--tasks", "2", *common]
+    assert main(args) == 0
+    saved = read_toml(first / "config.toml")
+    # The flag beat the file, the file beat the defaults, and defaults fill the rest.
+    assert (saved["tasks"], saved["epochs"], saved["seed"]) == (2, 1, 4)
+    assert saved == read_toml_of(TrainConfig(**saved)) and saved["meta_lr"] == 1e-3
+    assert main(["train", "--out", str(second), "--config", str(first / "config.toml")]) == 0
+    _, a = mo.load(first / "optimizer.mopt")
+    _, b = mo.load(second / "optimizer.mopt")
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_metrics_have_one_record_per_meta_step_and_plot_draws_them(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path), *TINY]) == 0
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    for r in records:
+        assert {"meta_loss", "grad_norm", "skipped", "skipped_total", "wall_seconds"} <= set(r)
+        assert r["function_steps_per_second"] > 0
+    validated = [r for r in records if "validation_loss" in r]
+    assert [r["step"] for r in validated] == [2, 4]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["step"] == 4
+    assert summary["best_validation_loss"] <= min(r["validation_loss"] for r in validated)
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path)]) == 0
+    written = capsys.readouterr().out
+    for name in ("meta_loss", "grad_norm", "validation_loss", "throughput", "skipped"):
+        png = tmp_path / f"{name}.png"
+        assert str(png) in written
+        assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_plot_of_a_directory_without_a_run_is_a_clear_error(tmp_path, capsys):
+    fails(["plot", str(tmp_path)], capsys, "metrics.jsonl", "does not exist")
+    fails(["plot", str(tmp_path / "missing")], capsys, "is not a directory")
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    """The task's loss turns NaN for good after meta-step 4; the run must stop cleanly."""
+    scale = np.ones((), np.float32)
+    base = mo.quadratic_family(dim=3)
+
+    def bind(data):
+        loss = lambda cfg, p, k: data * base.loss(cfg, p, k)  # noqa: E731
+        return base._replace(loss=loss, data=data, bind=bind)
+
+    real_meta_train = run.meta_train
+
+    def meta_train(*args, on_step, **kwargs):
+        def hook(state, record):
+            on_step(state, record)
+            if state.step == 4:
+                scale[()] = np.nan
+
+        return real_meta_train(*args, on_step=hook, **kwargs)
+
+    monkeypatch.setattr(run, "build_family", lambda task, split="train": bind(scale))
+    monkeypatch.setattr(run, "meta_train", meta_train)
+    args = ["train", "--out", str(tmp_path), *TINY, "--epochs", "10"]
+    args += ["--checkpoint-every", "2", "--max-consecutive-skips", "3"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "3 consecutive meta-updates were skipped" in err and "last good" in err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["step"] == 7 and summary["skipped"] == 3
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped"] for r in records] == [0, 0, 0, 0, 1, 1, 1]
+    # No checkpoint after the last finite update, and the ones kept are readable and finite.
+    found = checkpoint_steps(tmp_path / "checkpoints")
+    assert found[-1][0] == 4
+    template = run.initial_state(run.saved_config(tmp_path))
+    for _, _, path in found:
+        state, _ = read_checkpoint(path, template)
+        assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.theta))
+    _, theta = mo.load(tmp_path / "optimizer.mopt")
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(theta))
