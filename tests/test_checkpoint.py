@@ -51,13 +51,12 @@ def test_round_trip_restores_every_array_and_counter_exactly(tmp_path, run):
 def test_resuming_from_a_checkpoint_ends_where_the_uninterrupted_run_ends(tmp_path):
     lopt = mo.lstm_optimizer(hidden_size=4)
     family = mo.quadratic_family(dim=3)
-    full = mo.meta_train(lopt, family, jax.random.key(3), num_epochs=3, **KW)
 
     def keep_step_3(state, record):
         if state.step == 3:  # mid-epoch: the tasks are half-trained
             save_checkpoint(tmp_path, state)
 
-    mo.meta_train(lopt, family, jax.random.key(3), num_epochs=3, on_step=keep_step_3, **KW)
+    full = mo.meta_train(lopt, family, jax.random.key(3), num_epochs=3, on_step=keep_step_3, **KW)
     template = init_meta_train_state(lopt, family, jax.random.key(3), num_tasks=2)
     state, _, path = restore_latest(tmp_path, template)
     assert state.step == 3 and path.name == "ckpt-00000003.ckpt"

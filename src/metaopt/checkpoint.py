@@ -116,12 +116,14 @@ def save_checkpoint(
 
     Example:
       >>> import jax, tempfile
-      >>> from metaopt import lstm_optimizer, meta_train, quadratic_family
-      >>> run = meta_train(lstm_optimizer(), quadratic_family(), jax.random.key(0),
-      ...     num_epochs=1, num_tasks=2, truncation=5, horizon=5, progress=False)
+      >>> from metaopt import init_meta_train_state, lstm_optimizer, quadratic_family
+      >>> state = init_meta_train_state(
+      ...     lstm_optimizer(), quadratic_family(), jax.random.key(0), num_tasks=2)
       >>> d = tempfile.mkdtemp()
-      >>> save_checkpoint(d, run.state).name
-      'ckpt-00000001.ckpt'
+      >>> save_checkpoint(d, state._replace(step=7)).name
+      'ckpt-00000007.ckpt'
+      >>> restore_latest(d, state)[0].step
+      7
 
     """
     if keep < 1:

@@ -57,15 +57,15 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def plot_run(run_dir: str | os.PathLike) -> list[Path]:
-    """Writes one PNG per meta-training curve into ``run_dir``; returns their paths.
+    r"""Writes one PNG per meta-training curve into ``run_dir``; returns their paths.
 
     Example:
-      >>> import tempfile
-      >>> from metaopt.run import train_run
-      >>> from metaopt.run_config import TrainConfig
-      >>> d = tempfile.mkdtemp()
-      >>> _ = train_run(TrainConfig(epochs=1, tasks=2, truncation=5, horizon=10,
-      ...     validation_tasks=2, progress=False), d)
+      >>> import json, pathlib, tempfile
+      >>> d = pathlib.Path(tempfile.mkdtemp())
+      >>> records = [{"step": 1, "meta_loss": 2.0, "loss": 2.0, "grad_norm": 0.5},
+      ...            {"step": 2, "meta_loss": 1.0, "loss": 1.0, "grad_norm": 0.4,
+      ...             "validation_loss": 0.9, "best_validation_loss": 0.9}]
+      >>> _ = (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
       >>> [p.name for p in plot_run(d)][:2]
       ['meta_loss.png', 'grad_norm.png']
 
