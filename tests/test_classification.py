@@ -7,7 +7,11 @@ import optax
 import pytest
 
 import metaopt as mo
-from metaopt.classification import logistic_regression_family, mlp_classifier_family
+from metaopt.classification import (
+    logistic_regression_family,
+    mixed_mlp_classifier_family,
+    mlp_classifier_family,
+)
 from metaopt.datasets import from_arrays
 from metaopt.types import with_data
 
@@ -109,3 +113,75 @@ def test_evaluation_and_meta_training_on_a_dataset_family(dataset):
     )
     validated = [h["validation_loss"] for h in result.history if "validation_loss" in h]
     assert len(validated) == 2 and np.all(np.isfinite(validated))
+
+
+NUMPY_ACTIVATIONS = {
+    "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+    "relu": lambda z: np.maximum(z, 0),
+    "tanh": np.tanh,
+}
+
+
+def test_mixed_family_tasks_are_the_narrow_networks_they_drew(dataset):
+    fam = mixed_mlp_classifier_family(dataset, widths=(2, 5), num_layers=2, batch_size=16)
+    xs, ys = fam.data
+    cfgs = jax.vmap(fam.sample)(jax.random.split(jax.random.key(0), 64))
+    seen = set()
+    for i in range(64):
+        cfg = jax.tree.map(lambda a, i=i: a[i], cfgs)
+        widths = [int(w) for w in cfg["widths"]]
+        act = ("sigmoid", "relu", "tanh")[int(cfg["activation"])]
+        if (tuple(widths), act) in seen:
+            continue
+        seen.add((tuple(widths), act))
+        params = fam.init(cfg, jax.random.key(i))
+        key = jax.random.key(100 + i)
+        # The same minibatch by hand, through the narrow network cut out of the wide one.
+        idx = np.asarray(jax.random.randint(key, (16,), 0, xs.shape[0]))
+        w_in = [xs.shape[1], *widths]
+        w_out = [*widths, 4]
+        narrow = [
+            {"w": np.asarray(p["w"])[:a, :b], "b": np.asarray(p["b"])[:b]}
+            for p, a, b in zip(params, w_in, w_out, strict=True)
+        ]
+        x_batch, y_batch = np.asarray(xs)[idx], np.asarray(ys)[idx]
+        expected = numpy_loss(narrow, x_batch, y_batch, NUMPY_ACTIVATIONS[act])
+        # float32 against float64 on logits of order 1: 1e-5 relative is a few ulps.
+        np.testing.assert_allclose(fam.loss(cfg, params, key), expected, rtol=1e-5)
+        grads = jax.grad(fam.loss, argnums=1)(cfg, params, key)
+        for g, a, b in zip(grads, w_in, w_out, strict=True):
+            g_w = np.asarray(g["w"]).copy()
+            g_w[:a, :b] = 0
+            assert not g_w.any()  # units past the drawn width get exactly zero gradient
+    # 64 draws over 2 × 2 widths and 3 activations: all 12 architectures appear.
+    assert len(seen) == 12
+
+
+def test_meta_training_on_a_batch_of_mixed_architectures(dataset):
+    fam = mixed_mlp_classifier_family(dataset, widths=(2, 6), batch_size=16)
+    result = mo.meta_train(
+        mo.lstm_optimizer(hidden_size=4, num_layers=1, log_and_sign_p=10.0),
+        fam,
+        jax.random.key(0),
+        num_epochs=2,
+        num_tasks=6,
+        truncation=5,
+        horizon=10,
+        num_validation_tasks=4,
+        progress=False,
+    )
+    assert all(np.isfinite(h["meta_loss"]) and h["skipped"] == 0 for h in result.history)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"widths": ()}, "widths"),
+        ({"widths": (0, 4)}, "widths"),
+        ({"activations": ("swish",)}, "activations"),
+        ({"num_layers": 0}, "num_layers"),
+    ],
+)
+def test_mixed_family_rejects_bad_arguments(dataset, kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        mixed_mlp_classifier_family(dataset, **kwargs)
