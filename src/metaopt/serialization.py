@@ -16,11 +16,20 @@ from flax import serialization
 from metaopt.files import atomic_write, frame, unframe
 from metaopt.lstm import lstm_optimizer
 from metaopt.mlp_lopt import mlp_optimizer
+from metaopt.split_lopt import conv_and_rest_optimizer
 from metaopt.types import LearnedOptimizer, Theta
 
 MAGIC = b"METAOPT\x00"
 VERSION = 1
-ARCHITECTURES = {"lstm": lstm_optimizer, "mlp": mlp_optimizer}
+
+
+def _conv_and_rest(conv: dict[str, Any], rest: dict[str, Any]) -> LearnedOptimizer:
+    return conv_and_rest_optimizer(
+        build(conv["name"], dict(conv["config"])), build(rest["name"], dict(rest["config"]))
+    )
+
+
+ARCHITECTURES = {"lstm": lstm_optimizer, "mlp": mlp_optimizer, "conv_and_rest": _conv_and_rest}
 
 
 class OptimizerFileError(ValueError):
