@@ -238,3 +238,13 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path, caps
         assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.theta))
     _, theta = mo.load(tmp_path / "optimizer.mopt")
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(theta))
+
+
+def test_conv_task_and_the_two_optimizer_pair_are_built_by_name():
+    family = run.build_family("conv_digits", "val")
+    params = jax.jit(family.init)(None, jax.random.key(0))
+    assert [c["w"].shape for c in params["conv"]] == [(5, 5, 1, 16), (5, 5, 16, 16), (5, 5, 16, 16)]
+    lopt = run.build_lopt(TrainConfig(lopt="conv_and_rest", output_scale=0.05))
+    assert lopt.name == "conv_and_rest"
+    assert lopt.config["conv"]["config"]["output_scale"] == 0.05
+    assert lopt.config["rest"] == lopt.config["conv"]

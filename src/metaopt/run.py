@@ -83,17 +83,25 @@ def build_family(task: str, split: str = "train") -> TaskFamily:
         from metaopt.datasets import digits
 
         return mlp_classifier_family(digits(), split=split)
+    if task == "conv_digits":
+        from metaopt.conv import conv_classifier_family
+        from metaopt.datasets import digits
+
+        return conv_classifier_family(digits(), split=split)
     raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
 
 
 def build_lopt(config: TrainConfig) -> LearnedOptimizer:
     """The learned optimizer ``config.lopt`` names."""
-    if config.lopt == "lstm":
-        from metaopt.lstm import lstm_optimizer
+    from metaopt.lstm import lstm_optimizer
 
-        return lstm_optimizer(
-            log_and_sign_p=config.log_and_sign_p, output_scale=config.output_scale
-        )
+    lstm = lstm_optimizer(log_and_sign_p=config.log_and_sign_p, output_scale=config.output_scale)
+    if config.lopt == "lstm":
+        return lstm
+    if config.lopt == "conv_and_rest":
+        from metaopt.split_lopt import conv_and_rest_optimizer
+
+        return conv_and_rest_optimizer(lstm, lstm)
     from metaopt.mlp_lopt import mlp_optimizer
 
     return mlp_optimizer()

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-TASKS = ("quadratic", "mlp_regression", "mlp_digits")
-LEARNED_OPTIMIZERS = ("lstm", "mlp")
+TASKS = ("quadratic", "mlp_regression", "mlp_digits", "conv_digits")
+LEARNED_OPTIMIZERS = ("lstm", "mlp", "conv_and_rest")
 # Keys that change how a run is watched or saved, not what it computes; a resumed run
 # may change them.
 OPERATIONAL = frozenset(
@@ -30,7 +30,8 @@ class TrainConfig:
 
     Attributes:
       task: the task family: one of ``TASKS``.
-      lopt: the learned optimizer: ``"lstm"`` or ``"mlp"``.
+      lopt: the learned optimizer: ``"lstm"``, ``"mlp"``, or ``"conv_and_rest"`` (two
+        LSTMs, one for convolution kernels and one for the other params).
       seed: the run's PRNG seed (a non-negative integer).
       epochs: meta-batches of fresh tasks.
       tasks: tasks per meta-batch.
@@ -39,9 +40,9 @@ class TrainConfig:
       meta_lr: Adam's learning rate on the meta-parameters.
       validate_every: validate every this many epochs.
       validation_tasks: fixed validation tasks.
-      log_and_sign_p: LSTM only: LogAndSign preprocessing with this ``p``; None for
+      log_and_sign_p: LSTMs only: LogAndSign preprocessing with this ``p``; None for
         none.
-      output_scale: LSTM only: scale of the proposed update.
+      output_scale: LSTMs only: scale of the proposed update.
       checkpoint_every: write a checkpoint every this many meta-steps.
       keep_checkpoints: how many recent checkpoints to keep (the best is kept too).
       max_consecutive_skips: stop after this many non-finite meta-updates in a row.
