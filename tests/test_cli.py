@@ -195,3 +195,35 @@ def test_mlp_demo_without_mnist_files_says_where_to_put_them(tmp_path, capsys):
     ]
     assert main(args) == 2
     assert "train-images-idx3-ubyte.gz" in capsys.readouterr().err
+
+
+def test_demo_stopped_by_a_signal_resumes_where_it_stopped(tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    from metaopt import run
+
+    real_meta_train = run.meta_train
+
+    def meta_train(*args, on_step, **kwargs):
+        def hook(state, record):
+            on_step(state, record)
+            if state.step == 2:
+                os.kill(os.getpid(), signal.SIGTERM)  # as if from outside, mid-run
+
+        return real_meta_train(*args, on_step=hook, **kwargs)
+
+    monkeypatch.setattr(run, "meta_train", meta_train)
+    args = ["demo", "--out", str(tmp_path), *SMALL]
+    assert main(args) == 128 + signal.SIGTERM
+    assert "--resume" in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
+    monkeypatch.setattr(run, "meta_train", real_meta_train)
+    # Other settings are refused; the same ones continue from meta-step 2.
+    changed = [a if a != "--tasks" else "--epochs" for a in args]
+    assert main([*changed, "--resume"]) == 2
+    assert "different configuration" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0
+    assert "(meta-step 2)" in capsys.readouterr().err
+    history = json.loads((tmp_path / "results.json").read_text())["meta_train"]["history"]
+    assert [r["step"] for r in history] == [1, 2, 3, 4]

@@ -156,6 +156,24 @@ def _prune(directory: Path, keep: int) -> None:
             path.unlink(missing_ok=True)
 
 
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of a checkpoint, read without knowing the run's shapes.
+
+    Raises:
+      CheckpointError: the file is truncated, corrupted or of another version.
+
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    payload = files.unframe(
+        data, MAGIC, VERSION, path=path, what="metaopt checkpoint", error=CheckpointError
+    )
+    try:
+        return dict(serialization.msgpack_restore(payload)["metadata"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{str(path)!r} holds an unreadable checkpoint: {e}") from e
+
+
 def read_checkpoint(
     path: str | os.PathLike, template: MetaTrainState
 ) -> tuple[MetaTrainState, dict[str, Any]]:

@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="--task mlp only: skip the four generalization experiments",
     )
+    demo.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the meta-training checkpointed in --out (same settings)",
+    )
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     train = sub.add_parser(
@@ -241,6 +246,7 @@ def _demo(args: argparse.Namespace) -> None:
         num_eval_tasks=sizes["eval_tasks"],
         num_tune_tasks=sizes["tune_tasks"],
         progress=not args.no_progress,
+        resume=args.resume,
     )
     if args.task == "quadratic":
         results = quadratic_demo(args.out, **common)
@@ -261,8 +267,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``metaopt`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     run = {"demo": _demo, "train": _train, "eval": _eval, "plot": _plot}[args.command]
+    from metaopt.meta_train import MetaTrainingDiverged
+    from metaopt.run import RunStopped
+
     try:
         status = run(args)
+    except RunStopped as e:
+        print(f"metaopt {args.command}: {e}", file=sys.stderr)
+        return 128 + e.signal
+    except MetaTrainingDiverged as e:
+        print(f"metaopt {args.command}: {e}", file=sys.stderr)
+        return 1
     except (ValueError, TypeError, OSError) as e:
         print(f"metaopt {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -7,8 +7,10 @@ SGD, NAG, RMSprop and Adam, each with a tuned learning rate.
 
 import os
 import platform
+import signal
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -17,10 +19,12 @@ import optax
 from metaopt import checks
 from metaopt.files import prepare_dir, write_json
 from metaopt.lstm import lstm_optimizer
-from metaopt.meta_train import meta_train
+from metaopt.meta_train import MetaTrainingDiverged
 from metaopt.optax_adapter import as_optax
 from metaopt.quadratic import quadratic_family
 from metaopt.report import compare_optimizers, format_table, plot_curves
+from metaopt.run import MetaTrainRun, RunStopped, checkpointed_meta_train
+from metaopt.run_plots import read_metrics
 from metaopt.serialization import save
 
 
@@ -37,8 +41,13 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _record(experiment: str, config: dict, trained: Any, **sections: Any) -> dict[str, Any]:
+def _record(
+    experiment: str, config: dict, run: MetaTrainRun, out: Path, **sections: Any
+) -> dict[str, Any]:
     """The common shape of a demo's results.json."""
+    state = run.state
+    function_steps = state.step * config["num_tasks"] * config["horizon"]
+    function_steps //= -(-config["horizon"] // config["truncation"])
     return {
         "experiment": experiment,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -46,13 +55,31 @@ def _record(experiment: str, config: dict, trained: Any, **sections: Any) -> dic
         "config": config,
         **sections,
         "meta_train": {
-            "seconds": trained.seconds,
-            "compile_seconds": trained.compile_seconds,
-            "function_steps_per_second": trained.function_steps_per_second,
-            "best_validation_loss": trained.best_validation_loss,
-            "history": trained.history,
+            "seconds": state.seconds,
+            "compile_seconds": run.compile_seconds,
+            "function_steps_per_second": function_steps / state.seconds,
+            "best_validation_loss": state.best_validation_loss,
+            "skipped": state.skipped,
+            "history": read_metrics(out),
         },
     }
+
+
+def _meta_train(out: Path, lopt, family, key, config: dict, resume: bool, **kwargs) -> MetaTrainRun:
+    """Meta-trains with checkpoints in ``out``; raises if the run was stopped or diverged."""
+    run = checkpointed_meta_train(
+        out, lopt, family, key, config=config, resume=resume, checkpoint_every=50, **kwargs
+    )
+    if run.status == "stopped":
+        name = signal.Signals(run.signal).name
+        raise RunStopped(
+            run.signal,
+            f"stopped at meta-step {run.state.step} by {name}; checkpoint written; "
+            f"continue with the same command and --resume",
+        )
+    if run.status == "diverged":
+        raise MetaTrainingDiverged(run.message)
+    return run
 
 
 def quadratic_demo(
@@ -67,11 +94,15 @@ def quadratic_demo(
     num_eval_tasks: int = 256,
     num_tune_tasks: int = 1024,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Runs the quadratic experiment; writes results.json, curves.png, optimizer.mopt.
 
     Training, baseline tuning and evaluation use three disjoint keys split from
     ``seed``, so the held-out quadratics are never seen before evaluation.
+    Meta-training checkpoints into ``out/checkpoints`` and logs ``out/metrics.jsonl``;
+    SIGINT or SIGTERM stops it with a checkpoint (:class:`~metaopt.run.RunStopped`),
+    and ``resume=True`` continues it.
 
     Returns:
       The dictionary written to ``results.json``.
@@ -94,10 +125,25 @@ def quadratic_demo(
     # compilation, not running, dominates a run this short.
     k_train, k_tune, k_eval = jax.random.split(jax.random.key(seed, impl="rbg"), 3)
 
-    trained = meta_train(
+    config = {
+        "seed": seed,
+        "dim": 10,
+        "lstm": lopt.config,
+        "epochs": epochs,
+        "num_tasks": num_tasks,
+        "truncation": truncation,
+        "horizon": horizon,
+        "meta_optimizer": f"adam(cosine_decay({meta_learning_rate}))",
+        "num_eval_tasks": num_eval_tasks,
+        "num_tune_tasks": num_tune_tasks,
+    }
+    run = _meta_train(
+        out,
         lopt,
         family,
         k_train,
+        {k: v for k, v in config.items() if k not in ("num_eval_tasks", "num_tune_tasks")},
+        resume,
         num_epochs=epochs,
         num_tasks=num_tasks,
         truncation=truncation,
@@ -110,8 +156,9 @@ def quadratic_demo(
         num_validation_tasks=256,
         progress=progress,
     )
+    theta = run.state.best_theta
     optimizers = compare_optimizers(
-        {"lstm": as_optax(lopt, trained.theta)},
+        {"lstm": as_optax(lopt, theta)},
         family,
         k_tune,
         k_eval,
@@ -119,21 +166,8 @@ def quadratic_demo(
         num_tune_tasks=num_tune_tasks,
         num_steps=horizon,
     )
-    config = {
-        "seed": seed,
-        "dim": 10,
-        "lstm": lopt.config,
-        "epochs": epochs,
-        "num_tasks": num_tasks,
-        "truncation": truncation,
-        "horizon": horizon,
-        "meta_optimizer": f"adam({meta_learning_rate})",
-        "num_eval_tasks": num_eval_tasks,
-        "num_tune_tasks": num_tune_tasks,
-    }
-    results = _record("quadratic", config, trained, optimizers=optimizers)
-    save(out / "optimizer.mopt", lopt, trained.theta)
-    write_json(out / "results.json", results)
+    results = _record("quadratic", config, run, out, optimizers=optimizers)
+    save(out / "optimizer.mopt", lopt, theta)
     plot_curves(out / "curves.png", optimizers, "10-d quadratics, held-out tasks")
     results["wall_seconds"] = time.perf_counter() - wall
     write_json(out / "results.json", results)
@@ -182,6 +216,7 @@ def mlp_demo(
     num_tune_tasks: int = 32,
     generalization: bool = True,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """The paper's MNIST experiment (§3.2, Figs. 3-4), on the digits by default.
 
@@ -189,7 +224,8 @@ def mlp_demo(
     sigmoid) classifiers over the training split for 100 steps, then evaluates it
     and the four tuned baselines on the test split (baselines tuned on the validation
     split). Generalization runs the same optimizer, untouched, at 200 steps, with 40
-    hidden units, with 2 hidden layers and with ReLU.
+    hidden units, with 2 hidden layers and with ReLU. Meta-training checkpoints and
+    resumes as in :func:`quadratic_demo`.
 
     Returns:
       The dictionary written to ``results.json``.
@@ -217,10 +253,26 @@ def mlp_demo(
             dataset, split=split, hidden_sizes=hidden_sizes, activation=activation
         )
 
-    trained = meta_train(
+    config = {
+        "seed": seed,
+        "data": data,
+        "lstm": lopt.config,
+        "epochs": epochs,
+        "num_tasks": num_tasks,
+        "truncation": truncation,
+        "horizon": horizon,
+        "meta_optimizer": f"adam({meta_learning_rate})",
+        "num_eval_tasks": num_eval_tasks,
+        "num_tune_tasks": num_tune_tasks,
+        "splits": {s: len(dataset.split(s)[1]) for s in ("train", "val", "test")},
+    }
+    run = _meta_train(
+        out,
         lopt,
         family("train"),
         k_train,
+        {k: v for k, v in config.items() if k not in ("num_eval_tasks", "num_tune_tasks")},
+        resume,
         num_epochs=epochs,
         num_tasks=num_tasks,
         truncation=truncation,
@@ -231,7 +283,8 @@ def mlp_demo(
         validation_family=family("val"),
         progress=progress,
     )
-    tx = as_optax(lopt, trained.theta)
+    theta = run.state.best_theta
+    tx = as_optax(lopt, theta)
     grid = log_grid(1e-4, 10.0, 16)
 
     def compare(k_tune, k_eval, steps, **arch):
@@ -262,21 +315,8 @@ def mlp_demo(
                 general[name]["optimizers"],
                 f"generalization {name} on {data}",
             )
-    save(out / "optimizer.mopt", lopt, trained.theta)
-    config = {
-        "seed": seed,
-        "data": data,
-        "lstm": lopt.config,
-        "epochs": epochs,
-        "num_tasks": num_tasks,
-        "truncation": truncation,
-        "horizon": horizon,
-        "meta_optimizer": f"adam({meta_learning_rate})",
-        "num_eval_tasks": num_eval_tasks,
-        "num_tune_tasks": num_tune_tasks,
-        "splits": {s: len(dataset.split(s)[1]) for s in ("train", "val", "test")},
-    }
-    results = _record("mlp", config, trained, optimizers=optimizers, generalization=general)
+    save(out / "optimizer.mopt", lopt, theta)
+    results = _record("mlp", config, run, out, optimizers=optimizers, generalization=general)
     results["wall_seconds"] = time.perf_counter() - wall
     write_json(out / "results.json", results)
     return results

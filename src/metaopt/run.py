@@ -29,7 +29,13 @@ import jax
 import numpy as np
 import optax
 
-from metaopt.checkpoint import checkpoint_steps, restore_latest, save_checkpoint
+from metaopt.checkpoint import (
+    CheckpointError,
+    checkpoint_steps,
+    read_metadata,
+    restore_latest,
+    save_checkpoint,
+)
 from metaopt.files import atomic_write, prepare_dir, write_json
 from metaopt.meta_train import (
     MetaTrainingDiverged,
@@ -182,6 +188,166 @@ def _read_metrics(path: Path, up_to_step: int) -> bytes:
     return b"".join(kept)
 
 
+class RunStopped(Exception):
+    """A signal stopped a checkpointed run; it can be resumed."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signal = signum
+
+
+class MetaTrainRun(NamedTuple):
+    """What :func:`checkpointed_meta_train` returns.
+
+    Attributes:
+      state: the final state (the best meta-parameters are ``state.best_theta``).
+      status: ``"completed"``, ``"stopped"`` or ``"diverged"``.
+      message: why a diverged run stopped.
+      signal: the signal that stopped the run, if any.
+      compile_seconds: compilation time of this process's meta-steps.
+
+    """
+
+    state: MetaTrainState
+    status: str
+    message: str
+    signal: int | None
+    compile_seconds: float
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON would give it back (tuples as lists), for comparing configs."""
+    return json.loads(json.dumps(value))
+
+
+def _check_same_run(ckpt_dir: Path, config: dict[str, Any], may_change: frozenset[str]) -> None:
+    """Raises if the newest checkpoint with readable metadata is of another configuration."""
+    for _, _, path in reversed(checkpoint_steps(ckpt_dir)):
+        try:
+            before = read_metadata(path).get("config", {})
+        except (CheckpointError, OSError):
+            continue  # restore_latest reports it
+        differ = [
+            k
+            for k in sorted(set(before) | set(config))
+            if k not in may_change and _plain(before.get(k)) != _plain(config.get(k))
+        ]
+        if differ:
+            detail = ", ".join(
+                f"{k} = {json.dumps(config.get(k))} here, {json.dumps(before.get(k))} in the run"
+                for k in differ
+            )
+            raise ValueError(
+                f"the checkpoints in {str(ckpt_dir)!r} are of a run with a different "
+                f"configuration: {detail}; start a new run instead of resuming"
+            )
+        return
+
+
+def checkpointed_meta_train(
+    out: str | Path,
+    lopt: LearnedOptimizer,
+    family: TaskFamily,
+    key: jax.Array,
+    *,
+    num_tasks: int,
+    meta_optimizer: optax.GradientTransformation,
+    config: dict[str, Any],
+    resume: bool = False,
+    checkpoint_every: int = 50,
+    keep_checkpoints: int = 3,
+    max_consecutive_skips: int | None = None,
+    may_change: frozenset[str] = frozenset(),
+    **meta_train_kwargs: Any,
+) -> MetaTrainRun:
+    """:func:`~metaopt.meta_train.meta_train` in directory ``out``, checkpointed and resumable.
+
+    Writes ``out/metrics.jsonl`` (one record per meta-step) and ``out/checkpoints/``:
+    every ``checkpoint_every`` meta-steps, when validation improves, and at the end or
+    on SIGINT/SIGTERM, which stop the run after the current meta-step.
+
+    Args:
+      out: the directory (it must exist).
+      lopt: the learned optimizer.
+      family: the task family.
+      key: the run's key.
+      num_tasks: tasks per meta-batch.
+      meta_optimizer: the optax meta-optimizer.
+      config: plain values that define the run, stored in every checkpoint; a resumed
+        run must match them except for the keys in ``may_change``.
+      resume: continue from the newest readable checkpoint in ``out/checkpoints``;
+        otherwise old checkpoints there are removed and the run starts afresh.
+      checkpoint_every: meta-steps between checkpoints.
+      keep_checkpoints: how many recent checkpoints to keep (the best is kept too).
+      max_consecutive_skips: see :func:`~metaopt.meta_train.meta_train`.
+      may_change: keys of ``config`` a resumed run may change.
+      **meta_train_kwargs: the other arguments of ``meta_train``.
+
+    Returns:
+      A :class:`MetaTrainRun`.
+
+    """
+    out = Path(out)
+    ckpt_dir = prepare_dir(out / "checkpoints", "out/checkpoints")
+    state = init_meta_train_state(
+        lopt, family, key, num_tasks=num_tasks, meta_optimizer=meta_optimizer
+    )
+    if resume:
+        _check_same_run(ckpt_dir, config, may_change)
+        state, _, path = restore_latest(ckpt_dir, state)
+        print(f"resuming from {path} (meta-step {state.step})", file=sys.stderr)
+    else:
+        for _, _, old in checkpoint_steps(ckpt_dir):
+            old.unlink()
+    metrics_path = out / "metrics.jsonl"
+    kept = _read_metrics(metrics_path, state.step) if resume else b""
+    atomic_write(metrics_path, lambda f: f.write(kept))
+
+    latest: list[MetaTrainState] = [state]
+    best_so_far = [state.best_validation_loss if state.step else float("nan")]
+
+    def checkpoint(s: MetaTrainState, *, best: bool = False) -> None:
+        metadata = {"config": config, "date": datetime.now(UTC).isoformat(timespec="seconds")}
+        save_checkpoint(ckpt_dir, s, metadata=metadata, best=best, keep=keep_checkpoints)
+
+    with metrics_path.open("a") as metrics, _stop_on_signals() as received:
+
+        def on_step(s: MetaTrainState, record: dict[str, Any]) -> None:
+            metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
+            latest[0] = s
+            improved = "validation_loss" in record and not (
+                s.best_validation_loss >= best_so_far[0]
+            )
+            if improved:
+                best_so_far[0] = s.best_validation_loss
+            periodic = s.step % checkpoint_every == 0 and not record["skipped"]
+            if improved or periodic:
+                checkpoint(s, best=improved)
+
+        try:
+            result = meta_train(
+                lopt,
+                family,
+                key,
+                num_tasks=num_tasks,
+                meta_optimizer=meta_optimizer,
+                state=state,
+                max_consecutive_skips=max_consecutive_skips,
+                on_step=on_step,
+                should_stop=lambda: bool(received),
+                **meta_train_kwargs,
+            )
+        except MetaTrainingDiverged as e:
+            return MetaTrainRun(latest[0], "diverged", str(e), None, 0.0)
+    final = result.state
+    if not any(step == final.step for step, _, _ in checkpoint_steps(ckpt_dir)):
+        checkpoint(final)
+    status = "stopped" if result.stopped else "completed"
+    signum = received[0] if received else None
+    return MetaTrainRun(final, status, "", signum, result.compile_seconds)
+
+
 def train_run(config: TrainConfig, out: str | Path, *, resume: bool = False) -> RunOutcome:
     """Meta-trains as ``config`` says, in directory ``out``, checkpointing as it goes.
 
@@ -221,82 +387,33 @@ def train_run(config: TrainConfig, out: str | Path, *, resume: bool = False) -> 
             f"{str(out)!r} already holds a run; pass --resume to continue it, or choose "
             "another --out"
         )
-    ckpt_dir = prepare_dir(ckpt_dir, "out/checkpoints")
     atomic_write(out / "config.toml", lambda f: f.write(to_toml(config).encode()))
 
     lopt, family, val_family, meta_optimizer = _components(config)
-    key = jax.random.key(config.seed)
-    state = initial_state(config)
-    config_record = dataclasses.asdict(config)
-    if resume:
-        state, _, path = restore_latest(ckpt_dir, state)
-        print(f"resuming from {path} (meta-step {state.step})", file=sys.stderr)
-    metrics_path = out / "metrics.jsonl"
-    kept = _read_metrics(metrics_path, state.step)
-    atomic_write(metrics_path, lambda f: f.write(kept))
-
-    latest: list[MetaTrainState] = [state]
-    best_so_far = [state.best_validation_loss if state.step else float("nan")]
-
-    def checkpoint(s: MetaTrainState, *, best: bool = False) -> None:
-        save_checkpoint(
-            ckpt_dir,
-            s,
-            metadata={
-                "config": config_record,
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            },
-            best=best,
-            keep=config.keep_checkpoints,
-        )
-
-    with metrics_path.open("a") as metrics, _stop_on_signals() as received:
-
-        def on_step(s: MetaTrainState, record: dict[str, Any]) -> None:
-            metrics.write(json.dumps(record) + "\n")
-            metrics.flush()
-            latest[0] = s
-            improved = "validation_loss" in record and not (
-                s.best_validation_loss >= best_so_far[0]
-            )
-            if improved:
-                best_so_far[0] = s.best_validation_loss
-            periodic = s.step % config.checkpoint_every == 0 and not record["skipped"]
-            if improved or periodic:
-                checkpoint(s, best=improved)
-
-        status, message = "completed", ""
-        try:
-            result = meta_train(
-                lopt,
-                family,
-                key,
-                num_epochs=config.epochs,
-                num_tasks=config.tasks,
-                truncation=config.truncation,
-                horizon=config.horizon,
-                meta_optimizer=meta_optimizer,
-                validate_every=config.validate_every,
-                num_validation_tasks=config.validation_tasks,
-                validation_family=val_family,
-                state=state,
-                max_consecutive_skips=config.max_consecutive_skips,
-                progress=config.progress,
-                on_step=on_step,
-                should_stop=lambda: bool(received),
-            )
-            final = result.state
-            if result.stopped:
-                status = "stopped"
-        except MetaTrainingDiverged as e:
-            final, status, message = latest[0], "diverged", str(e)
-
-    written = any(step == final.step for step, _, _ in checkpoint_steps(ckpt_dir))
-    if status != "diverged" and not written:
-        checkpoint(final)
+    run = checkpointed_meta_train(
+        out,
+        lopt,
+        family,
+        jax.random.key(config.seed),
+        num_tasks=config.tasks,
+        meta_optimizer=meta_optimizer,
+        config=dataclasses.asdict(config),
+        resume=resume,
+        checkpoint_every=config.checkpoint_every,
+        keep_checkpoints=config.keep_checkpoints,
+        max_consecutive_skips=config.max_consecutive_skips,
+        may_change=OPERATIONAL,
+        num_epochs=config.epochs,
+        truncation=config.truncation,
+        horizon=config.horizon,
+        validate_every=config.validate_every,
+        num_validation_tasks=config.validation_tasks,
+        validation_family=val_family,
+        progress=config.progress,
+    )
+    final, status, message, sig = run.state, run.status, run.message, run.signal
     if np.isfinite(final.best_validation_loss):
         save(out / "optimizer.mopt", lopt, final.best_theta)
-    sig = received[0] if received else None
     if status == "completed":
         message = (
             f"finished {final.step} meta-steps; best validation loss "
@@ -318,6 +435,7 @@ def train_run(config: TrainConfig, out: str | Path, *, resume: bool = False) -> 
             "skipped": final.skipped,
             "seconds": final.seconds,
             "wall_seconds": final.wall_seconds,
+            "compile_seconds": run.compile_seconds,
             "message": message,
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
         },
