@@ -126,6 +126,9 @@ def test_mixed_family_tasks_are_the_narrow_networks_they_drew(dataset):
     fam = mixed_mlp_classifier_family(dataset, widths=(2, 5), num_layers=2, batch_size=16)
     xs, ys = fam.data
     cfgs = jax.vmap(fam.sample)(jax.random.split(jax.random.key(0), 64))
+    # The architecture is data in cfg, so one compiled program serves all of them.
+    init, loss = jax.jit(fam.init), jax.jit(fam.loss)
+    grad = jax.jit(jax.grad(fam.loss, argnums=1))
     seen = set()
     for i in range(64):
         cfg = jax.tree.map(lambda a, i=i: a[i], cfgs)
@@ -134,7 +137,7 @@ def test_mixed_family_tasks_are_the_narrow_networks_they_drew(dataset):
         if (tuple(widths), act) in seen:
             continue
         seen.add((tuple(widths), act))
-        params = fam.init(cfg, jax.random.key(i))
+        params = init(cfg, jax.random.key(i))
         key = jax.random.key(100 + i)
         # The same minibatch by hand, through the narrow network cut out of the wide one.
         idx = np.asarray(jax.random.randint(key, (16,), 0, xs.shape[0]))
@@ -147,8 +150,8 @@ def test_mixed_family_tasks_are_the_narrow_networks_they_drew(dataset):
         x_batch, y_batch = np.asarray(xs)[idx], np.asarray(ys)[idx]
         expected = numpy_loss(narrow, x_batch, y_batch, NUMPY_ACTIVATIONS[act])
         # float32 against float64 on logits of order 1: 1e-5 relative is a few ulps.
-        np.testing.assert_allclose(fam.loss(cfg, params, key), expected, rtol=1e-5)
-        grads = jax.grad(fam.loss, argnums=1)(cfg, params, key)
+        np.testing.assert_allclose(loss(cfg, params, key), expected, rtol=1e-5)
+        grads = grad(cfg, params, key)
         for g, a, b in zip(grads, w_in, w_out, strict=True):
             g_w = np.asarray(g["w"]).copy()
             g_w[:a, :b] = 0

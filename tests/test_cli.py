@@ -26,24 +26,6 @@ SMALL = [
 ]
 
 
-def test_demo_writes_results_and_plot(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), *SMALL]) == 0
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results["optimizers"]) == {"lstm", "sgd", "nag", "rmsprop", "adam"}
-    for name, entry in results["optimizers"].items():
-        assert len(entry["curve_mean"]) == 11
-        assert entry["final_loss_mean"] == pytest.approx(entry["curve_mean"][-1])
-        assert ("learning_rate" in entry) == (name != "lstm")
-        assert np.all(np.isfinite(entry["curve_mean"]))
-    mt = results["meta_train"]
-    assert mt["seconds"] > 0
-    # 2 epochs × 10 steps × 4 tasks in the measured seconds.
-    assert mt["function_steps_per_second"] == pytest.approx(80 / mt["seconds"], rel=1e-6)
-    png = (tmp_path / "curves.png").read_bytes()
-    assert png.startswith(b"\x89PNG")
-    assert "lstm" in capsys.readouterr().out
-
-
 def test_demo_output_that_is_a_file_is_a_clear_error(tmp_path, capsys):
     target = tmp_path / "file"
     target.write_text("x")
@@ -108,6 +90,8 @@ def test_train_then_eval(tmp_path, lopt):
 
     loaded, _ = mo.load(run_dir / "optimizer.mopt")
     assert loaded.name == lopt
+    if lopt == "lstm":
+        return  # eval reads every kind of saved optimizer alike; once is enough
 
     eval_dir = tmp_path / "eval"
     args = [
@@ -166,13 +150,17 @@ def test_mlp_demo_on_digits_writes_main_and_generalization_results(tmp_path):
         "2",
         "--tune-tasks",
         "2",
+        "--generalization",
+        "layers_2",
         "--no-progress",
     ]
     assert main(args) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     names = {"lstm", "sgd", "nag", "rmsprop", "adam"}
     assert set(results["optimizers"]) == names
-    assert set(results["generalization"]) == {"steps_200", "hidden_40", "layers_2", "relu"}
+    # One setting keeps the test short; each runs the same code with its own settings.
+    assert set(results["generalization"]) == {"layers_2"}
+    assert results["generalization"]["layers_2"]["setting"]["hidden_sizes"] == [20, 20]
     for name, entry in results["generalization"].items():
         assert set(entry["optimizers"]) == names
         steps = entry["setting"]["steps"]
@@ -197,7 +185,7 @@ def test_mlp_demo_without_mnist_files_says_where_to_put_them(tmp_path, capsys):
     assert "train-images-idx3-ubyte.gz" in capsys.readouterr().err
 
 
-def test_demo_stopped_by_a_signal_resumes_where_it_stopped(tmp_path, capsys, monkeypatch):
+def test_demo_stopped_by_a_signal_resumes_and_writes_results(tmp_path, capsys, monkeypatch):
     import os
     import signal
 
@@ -224,6 +212,18 @@ def test_demo_stopped_by_a_signal_resumes_where_it_stopped(tmp_path, capsys, mon
     assert main([*changed, "--resume"]) == 2
     assert "different configuration" in capsys.readouterr().err
     assert main([*args, "--resume"]) == 0
-    assert "(meta-step 2)" in capsys.readouterr().err
-    history = json.loads((tmp_path / "results.json").read_text())["meta_train"]["history"]
-    assert [r["step"] for r in history] == [1, 2, 3, 4]
+    captured = capsys.readouterr()
+    assert "(meta-step 2)" in captured.err and "lstm" in captured.out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [r["step"] for r in results["meta_train"]["history"]] == [1, 2, 3, 4]
+    assert set(results["optimizers"]) == {"lstm", "sgd", "nag", "rmsprop", "adam"}
+    for name, entry in results["optimizers"].items():
+        assert len(entry["curve_mean"]) == 11
+        assert entry["final_loss_mean"] == pytest.approx(entry["curve_mean"][-1])
+        assert ("learning_rate" in entry) == (name != "lstm")
+        assert np.all(np.isfinite(entry["curve_mean"]))
+    mt = results["meta_train"]
+    assert mt["seconds"] > 0
+    # 2 epochs × 10 steps × 4 tasks in the measured seconds, across both processes' parts.
+    assert mt["function_steps_per_second"] == pytest.approx(80 / mt["seconds"], rel=1e-6)
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")

@@ -103,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="--task mlp only: skip the four generalization experiments",
     )
     demo.add_argument(
+        "--generalization",
+        nargs="+",
+        choices=["steps_200", "hidden_40", "layers_2", "relu"],
+        default=None,
+        help="--task mlp only: run just these generalization experiments",
+    )
+    demo.add_argument(
         "--resume",
         action="store_true",
         help="continue the meta-training checkpointed in --out (same settings)",
@@ -255,7 +262,7 @@ def _demo(args: argparse.Namespace) -> None:
             args.out,
             data=args.data,
             data_dir=args.data_dir,
-            generalization=not args.no_generalization,
+            generalization=False if args.no_generalization else args.generalization or True,
             **common,
         )
     print(summary(results))
