@@ -31,20 +31,73 @@ class LSTMState(NamedTuple):
     c: tuple[PyTree, ...]
 
 
-def _cell(weights: dict, x: jax.Array, h: jax.Array, c: jax.Array):
-    z = x @ weights["wx"] + h @ weights["wh"] + weights["b"]
-    # One tanh over all four gates: sigmoid(z) = 0.5·tanh(z/2) + 0.5 for the input,
-    # forget and output gates, plain tanh for the candidate. A single transcendental
-    # over the whole contiguous row is much cheaper than four over strided slices.
-    hidden = h.shape[-1]
-    scale = jnp.concatenate(
-        [jnp.full((2 * hidden,), 0.5), jnp.ones((hidden,)), jnp.full((hidden,), 0.5)]
-    ).astype(z.dtype)
-    gates = jnp.tanh(z * scale) * scale + (1 - scale)
-    i, f, g, o = jnp.split(gates, 4, axis=-1)
+def _gate_scale(hidden: int, dtype) -> jax.Array:
+    # sigmoid(z) = 0.5·tanh(z/2) + 0.5, so with this scale s every gate is
+    # tanh(s·z)·s + 1 - s: s = 1/2 for the input, forget and output gates, 1 for the
+    # candidate. One tanh over the whole contiguous row is much cheaper than four
+    # transcendentals over strided slices, and its derivative is one expression too.
+    half, one = jnp.full((hidden,), 0.5), jnp.ones((hidden,))
+    return jnp.concatenate([half, half, one, half]).astype(dtype)
+
+
+def _gates(wx: jax.Array, wh: jax.Array, b: jax.Array, x: jax.Array, h: jax.Array):
+    """Returns ``(t, gates)``: the tanh of the scaled pre-activations, and the gates."""
+    scale = _gate_scale(h.shape[-1], x.dtype)
+    # One matmul over [x, h] writes the pre-activations once instead of twice.
+    xh = jnp.concatenate([x, h], axis=-1)
+    t = jnp.tanh((xh @ jnp.concatenate([wx, wh]) + b) * scale)
+    return t, t * scale + (1 - scale)
+
+
+def _cell_autodiff(
+    wx: jax.Array, wh: jax.Array, b: jax.Array, x: jax.Array, h: jax.Array, c: jax.Array
+):
+    """One LSTM step for every coordinate (rows of ``x``, ``h`` and ``c``)."""
+    i, f, g, o = jnp.split(_gates(wx, wh, b, x, h)[1], 4, axis=-1)
     c = f * c + i * g
-    h = o * jnp.tanh(c)
-    return h, c
+    return o * jnp.tanh(c), c
+
+
+# Below this many coordinates in a leaf, the per-op overhead of the hand-written
+# backward outweighs its savings (a 10-dimensional quadratic meta-trains ~25% slower
+# with it; an MNIST-size MLP ~1.6x faster).
+HAND_WRITTEN_BACKWARD_MIN_ROWS = 4096
+
+_cell = jax.custom_vjp(_cell_autodiff)
+
+
+def _cell_fwd(wx, wh, b, x, h, c):
+    return _cell_autodiff(wx, wh, b, x, h, c), (wx, wh, b, x, h, c)
+
+
+def _cell_bwd(residuals, cotangents):
+    # Written out by hand for speed; autodiff gives the same numbers (tested). The
+    # weight gradients are one matmul over all coordinates, tasks included under
+    # vmap; left to autodiff, the vmapped transpose copied the gate gradients into a
+    # feature-major layout on every step. The gate gradients are stacked on a
+    # non-minor axis and materialized once (the barrier) instead of being recomputed
+    # by each of their four consumers. The gates are recomputed from the inputs,
+    # which is cheaper than storing them. Together they make meta-training on an
+    # MNIST-size MLP ~1.6x faster.
+    wx, wh, b, x, h, c = residuals
+    dh_new, dc_new = cotangents
+    scale = _gate_scale(h.shape[-1], x.dtype)
+    t, gates = _gates(wx, wh, b, x, h)
+    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    tanh_c = jnp.tanh(f * c + i * g)
+    dc = dc_new + dh_new * o * (1 - tanh_c * tanh_c)
+    d_gates = jnp.stack([dc * g, dc * c, dc * i, dh_new * tanh_c], axis=-2)
+    dz = d_gates.reshape(gates.shape) * (scale * scale) * (1 - t * t)
+    dz = jax.lax.optimization_barrier(dz)
+    dz_rows = dz.reshape(-1, dz.shape[-1])
+    xh = jnp.concatenate([x, h], axis=-1)
+    d_w = xh.reshape(-1, xh.shape[-1]).T @ dz_rows
+    d_xh = dz @ jnp.concatenate([wx, wh]).T
+    k = x.shape[-1]
+    return d_w[:k], d_w[k:], jnp.sum(dz_rows, axis=0), d_xh[..., :k], d_xh[..., k:], dc * f
+
+
+_cell.defvjp(_cell_fwd, _cell_bwd)
 
 
 def lstm_optimizer(
@@ -62,6 +115,10 @@ def lstm_optimizer(
         :func:`~metaopt.preprocess.log_and_sign` with this ``p`` (10 in the paper
         for MNIST and CIFAR); if ``None`` the raw gradient is the input.
       output_scale: the LSTM's linear output is multiplied by this to give the update.
+
+    Leaves of 4,096 coordinates or more run a hand-written backward pass, which is
+    faster but supports reverse-mode differentiation only (``jax.grad`` and
+    ``jax.vjp``, not ``jax.jvp``) through the optimizer.
 
     Returns:
       A :class:`~metaopt.types.LearnedOptimizer`.
@@ -131,7 +188,9 @@ def lstm_optimizer(
         x = x[:, None] if log_and_sign_p is None else log_and_sign(x, log_and_sign_p)
         hs, cs = [], []
         for layer in range(num_layers):
-            x, c_new = _cell(theta["cells"][layer], x, h[layer], c[layer])
+            w = theta["cells"][layer]
+            cell = _cell if x.shape[0] >= HAND_WRITTEN_BACKWARD_MIN_ROWS else _cell_autodiff
+            x, c_new = cell(w["wx"], w["wh"], w["b"], x, h[layer], c[layer])
             hs.append(x)
             cs.append(c_new)
         out = (x @ theta["out"]["w"] + theta["out"]["b"])[:, 0]
