@@ -169,6 +169,27 @@ def test_mlp_demo_on_digits_writes_main_and_generalization_results(tmp_path):
     assert results["config"]["splits"] == {"train": 1258, "val": 180, "test": 359}
 
 
+def test_mlp_demo_runs_on_a_users_own_dataset(tmp_path):
+    import numpy as np
+
+    from metaopt.datasets import from_arrays
+    from metaopt.demo import mlp_demo
+
+    rng = np.random.default_rng(0)
+    ds = from_arrays(rng.random((50, 3, 3)), np.arange(50) % 4, name="mine")
+    res = mlp_demo(
+        tmp_path, data=ds, epochs=1, num_tasks=2, truncation=5, horizon=5, num_eval_tasks=2,
+        num_tune_tasks=2, generalization=False, progress=False,
+    )  # fmt: skip
+    # from_arrays splits 50 examples 70/10/20.
+    assert res["config"]["data"] == "mine"
+    assert res["config"]["splits"] == {"train": 35, "val": 5, "test": 10}
+    assert res["generalization"] == {}
+    assert all(np.isfinite(v["final_loss_mean"]) for v in res["optimizers"].values())
+    with pytest.raises(ValueError, match="data must be a Dataset or one of"):
+        mlp_demo(tmp_path / "other", data="imagenet")
+
+
 def test_mlp_demo_without_mnist_files_says_where_to_put_them(tmp_path, capsys):
     args = [
         "demo",

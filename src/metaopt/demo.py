@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import optax
 
-from metaopt import checks
+from metaopt import checks, datasets
 from metaopt.files import prepare_dir, write_json
 from metaopt.lstm import lstm_optimizer
 from metaopt.meta_train import MetaTrainingDiverged
@@ -205,7 +205,7 @@ GENERALIZATION = {
 def mlp_demo(
     out: str | os.PathLike,
     *,
-    data: str = "digits",
+    data: str | datasets.Dataset = "digits",
     data_dir: str | os.PathLike | None = None,
     seed: int = 0,
     epochs: int = 20,
@@ -230,10 +230,14 @@ def mlp_demo(
     own, so its results do not depend on which others run). Meta-training checkpoints
     and resumes as in :func:`quadratic_demo`.
 
+    ``data`` names a built-in dataset (``"digits"``, ``"mnist"``, ``"fashion_mnist"``,
+    the last two read from ``data_dir`` or the cache) or is a
+    :class:`~metaopt.datasets.Dataset` of your own, e.g. from
+    :func:`~metaopt.datasets.from_arrays`.
+
     Returns:
       The dictionary written to ``results.json``.
     """
-    from metaopt import datasets
     from metaopt.classification import mlp_classifier_family
     from metaopt.evaluate import log_grid
 
@@ -243,8 +247,11 @@ def mlp_demo(
         "mnist": lambda: datasets.mnist(data_dir),
         "fashion_mnist": lambda: datasets.fashion_mnist(data_dir),
     }
-    if data not in loaders:
-        raise ValueError(f"data must be one of {sorted(loaders)}, got {data!r}")
+    if isinstance(data, datasets.Dataset):
+        loaders[data.name] = lambda own=data: own
+        data = data.name
+    elif data not in loaders:
+        raise ValueError(f"data must be a Dataset or one of {sorted(loaders)}, got {data!r}")
     if not isinstance(generalization, bool):
         unknown = sorted(set(generalization) - set(GENERALIZATION))
         if unknown:
