@@ -59,6 +59,7 @@ def main() -> None:
         "meta_train_seconds": meta["seconds"],
         "meta_train_compile_seconds": meta["compile_seconds"],
         "meta_train_function_steps_per_second": meta["function_steps_per_second"],
+        # Everything but meta-training steps: validation, tuning, evaluation, plots.
         "tune_and_evaluate_seconds": wall - meta["seconds"],
         "final_loss_mean": {k: v["final_loss_mean"] for k, v in res["optimizers"].items()},
         "generalization_final_loss_mean": {
@@ -70,7 +71,7 @@ def main() -> None:
     print(f"wall, end to end           {wall:8.1f} s")
     print(f"meta-training              {meta['seconds']:8.1f} s", end=" ")
     print(f"({meta['function_steps_per_second']:.1f} function-steps/s)")
-    print(f"tuning and evaluation      {wall - meta['seconds']:8.1f} s")
+    print(f"validation, tuning, eval   {wall - meta['seconds']:8.1f} s")
     print(f"wrote {write('mnist_end_to_end', record)}")
 
 

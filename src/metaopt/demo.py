@@ -248,9 +248,11 @@ def mlp_demo(
         "fashion_mnist": lambda: datasets.fashion_mnist(data_dir),
     }
     if isinstance(data, datasets.Dataset):
-        loaders[data.name] = lambda own=data: own
-        data = data.name
-    elif data not in loaders:
+        own = data
+        load, data = (lambda: own), own.name
+    elif isinstance(data, str) and data in loaders:
+        load = loaders[data]
+    else:
         raise ValueError(f"data must be a Dataset or one of {sorted(loaders)}, got {data!r}")
     if not isinstance(generalization, bool):
         unknown = sorted(set(generalization) - set(GENERALIZATION))
@@ -259,7 +261,7 @@ def mlp_demo(
                 f"generalization names {unknown}; expected some of {list(GENERALIZATION)}"
             )
     wall = time.perf_counter()
-    dataset = loaders[data]()
+    dataset = load()
     lopt = lstm_optimizer(hidden_size=20, num_layers=2, log_and_sign_p=10.0, output_scale=0.1)
     keys = jax.random.split(jax.random.key(seed, impl="rbg"), 2 + 2 * (1 + len(GENERALIZATION)))
     k_train, rest = keys[0], keys[2:]
