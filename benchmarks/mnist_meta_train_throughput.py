@@ -99,9 +99,10 @@ def main() -> None:
     print(
         f"  CPU per meta-step: user {usage['user_cpu_seconds']:.2f} s, "
         f"system {usage['system_cpu_seconds']:.2f} s, "
-        f"{usage['minor_page_faults']:.0f} minor page faults, "
-        f"temp {record['meta_step_temp_bytes'] / 2**20:.0f} MiB"
+        f"{usage['minor_page_faults']:.0f} minor page faults"
     )
+    if record["meta_step_temp_bytes"] is not None:
+        print(f"  temporary memory: {record['meta_step_temp_bytes'] / 2**20:.0f} MiB")
     print(f"LSTM forward unroll          {steps / lstm_s:8.1f} function-steps/s")
     print(f"Adam forward unroll          {steps / adam_s:8.1f} function-steps/s")
     print(f"wrote {write('mnist_meta_train_throughput', record)}")
