@@ -55,26 +55,27 @@ def main() -> None:
     memory = compiled.memory_analysis()
     steps = args.truncation * args.tasks
 
-    def lstm_unroll(data, theta, inner):
-        fam, tx = with_data(family, data), mo.as_optax(lopt, theta)
-        return jax.vmap(lambda c, s: unroll(fam, tx, c, s, key, args.truncation)[1])(
-            batch.cfgs, inner
-        )
+    def forward_unroll(make_tx):
+        """A jitted forward-only unroll of every task with ``make_tx(tx_args)``."""
 
-    lstm_s = timed(jax.jit(lstm_unroll), family.data, theta, batch.inner, repeats=args.repeats)
+        def run(data, tx_args, inner):
+            fam, tx = with_data(family, data), make_tx(tx_args)
+            return jax.vmap(lambda c, s: unroll(fam, tx, c, s, key, args.truncation)[1])(
+                batch.cfgs, inner
+            )
+
+        return jax.jit(run)
+
+    lstm = forward_unroll(lambda theta: mo.as_optax(lopt, theta))
+    lstm_s = timed(lstm, family.data, theta, batch.inner, repeats=args.repeats)
 
     adam = optax.adam(1e-3)
-    params = batch.inner.params
-    adam_states = jax.vmap(adam.init)(params)
-
-    def adam_unroll(data, params, states):
-        fam = with_data(family, data)
-        inner = mo.InnerState(params, states, batch.inner.step)
-        return jax.vmap(lambda c, s: unroll(fam, adam, c, s, key, args.truncation)[1])(
-            batch.cfgs, inner
-        )
-
-    adam_s = timed(jax.jit(adam_unroll), family.data, params, adam_states, repeats=args.repeats)
+    adam_inner = mo.InnerState(
+        batch.inner.params, jax.vmap(adam.init)(batch.inner.params), batch.inner.step
+    )
+    adam_s = timed(
+        forward_unroll(lambda _: adam), family.data, None, adam_inner, repeats=args.repeats
+    )
     record = {
         "config": {
             "mlp": "784-20-10 sigmoid",
