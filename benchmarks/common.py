@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jax
 
-from metaopt.demo import machine
+from metaopt.evaluation.machine import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -16,9 +16,9 @@ import optax
 
 import metaopt as mo
 from common import timed, write
-from metaopt.meta_train import make_meta_step
-from metaopt.truncated_bptt import truncated_meta_loss
-from metaopt.unroll import unroll
+from metaopt.core.unroll import unroll
+from metaopt.estimators.tbptt import truncated_meta_loss
+from metaopt.train.loop import make_meta_step
 
 
 def main() -> None:

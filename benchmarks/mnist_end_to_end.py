@@ -1,6 +1,6 @@
 """The paper's MNIST experiment end to end, at MNIST size, timed phase by phase.
 
-Runs ``metaopt.demo.mlp_demo`` (meta-training the LSTM 2×20 on MLP(784-20-10,
+Runs ``metaopt.cli.demo.mlp_demo`` (meta-training the LSTM 2×20 on MLP(784-20-10,
 sigmoid), tuning SGD, NAG, RMSprop and Adam, evaluating all five, and the four
 generalization settings unless ``--no-generalization``) on 28×28 images. Real MNIST
 needs a download this machine may not have, so by default the images are
@@ -18,8 +18,8 @@ import time
 import numpy as np
 
 from common import write
-from metaopt import datasets
-from metaopt.demo import mlp_demo
+from metaopt.cli.demo import mlp_demo
+from metaopt.tasks import datasets
 
 
 def digits_28() -> datasets.Dataset:

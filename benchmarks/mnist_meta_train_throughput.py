@@ -19,11 +19,11 @@ import optax
 
 import metaopt as mo
 from common import cpu_usage, timed, write
-from metaopt.classification import mlp_classifier_family
-from metaopt.datasets import from_arrays
-from metaopt.meta_train import make_meta_step
-from metaopt.types import with_data
-from metaopt.unroll import unroll
+from metaopt.core.types import with_data
+from metaopt.core.unroll import unroll
+from metaopt.tasks.classification import mlp_classifier_family
+from metaopt.tasks.datasets import from_arrays
+from metaopt.train.loop import make_meta_step
 
 
 def main() -> None:

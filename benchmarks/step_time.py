@@ -17,7 +17,7 @@ import optax
 
 import metaopt as mo
 from common import write
-from metaopt.regression import init_mlp, mlp_forward
+from metaopt.tasks.regression import init_mlp, mlp_forward
 
 SIZES = {"16k": (784, 20, 10), "1M": (784, 1024, 256, 10)}
 

@@ -5,23 +5,31 @@ import numpy as np
 import pytest
 
 import metaopt as mo
-from metaopt.checkpoint import (
+from metaopt.io.checkpoint import (
     CheckpointError,
     checkpoint_steps,
     read_checkpoint,
     restore_latest,
     save_checkpoint,
 )
-from metaopt.meta_train import init_meta_train_state
+from metaopt.train import hooks
+from metaopt.train.loop import init_meta_train_state
 
-KW = dict(num_tasks=2, truncation=5, horizon=10, num_validation_tasks=2, progress=False)
+
+def estimator(dim=3):
+    learner = mo.learned_optimizer(mo.lstm_optimizer(hidden_size=4))
+    return mo.tbptt(learner, mo.quadratic_family(dim=dim), num_tasks=2, truncation=5, horizon=10)
+
+
+def validate(theta):
+    return float(sum(np.sum(np.abs(x)) for x in jax.tree.leaves(theta)))
 
 
 def assert_states_equal(a, b):
     assert a.step == b.step and a.skipped == b.skipped
     assert a.consecutive_skipped == b.consecutive_skipped
     np.testing.assert_array_equal(jax.random.key_data(a.key), jax.random.key_data(b.key))
-    for name in ("theta", "meta_state", "batch", "best_theta"):
+    for name in ("theta", "meta_state", "estimator_state", "best_theta"):
         x, y = getattr(a, name), getattr(b, name)
         assert jax.tree.structure(x) == jax.tree.structure(y)
         for u, v in zip(jax.tree.leaves(x), jax.tree.leaves(y), strict=True):
@@ -31,10 +39,11 @@ def assert_states_equal(a, b):
 
 @pytest.fixture(scope="module")
 def run():
-    lopt = mo.lstm_optimizer(hidden_size=4)
-    family = mo.quadratic_family(dim=3)
-    result = mo.meta_train(lopt, family, jax.random.key(3), num_epochs=2, **KW)
-    template = init_meta_train_state(lopt, family, jax.random.key(3), num_tasks=2)
+    est = estimator()
+    result = mo.meta_train(
+        est, jax.random.key(3), num_steps=4, validate=validate, validate_every=2, progress=False
+    )
+    template = init_meta_train_state(est, jax.random.key(3))
     return result.state, template
 
 
@@ -48,19 +57,26 @@ def test_round_trip_restores_every_array_and_counter_exactly(tmp_path, run):
     assert metadata == {"note": "x", "none": None}
 
 
-def test_resuming_from_a_checkpoint_ends_where_the_uninterrupted_run_ends(tmp_path):
-    lopt = mo.lstm_optimizer(hidden_size=4)
+@pytest.mark.parametrize("name", ["tbptt", "es", "pes", "full"])
+def test_resuming_from_a_checkpoint_ends_where_the_uninterrupted_run_ends(tmp_path, name):
+    learner = mo.learned_optimizer(mo.lstm_optimizer(hidden_size=4))
     family = mo.quadratic_family(dim=3)
+    if name == "full":
+        est = mo.full_bptt(learner, family, num_tasks=2, horizon=5)
+    else:
+        factory = {"tbptt": mo.tbptt, "es": mo.es, "pes": mo.pes}[name]
+        est = factory(learner, family, num_tasks=2, truncation=5, horizon=10, desync=True)
+    kw = dict(num_steps=6, validate=validate, validate_every=2, progress=False)
 
     def keep_step_3(state, record):
-        if state.step == 3:  # mid-epoch: the tasks are half-trained
+        if state.step == 3:  # mid-horizon: the tasks are half-trained
             save_checkpoint(tmp_path, state)
 
-    full = mo.meta_train(lopt, family, jax.random.key(3), num_epochs=3, on_step=keep_step_3, **KW)
-    template = init_meta_train_state(lopt, family, jax.random.key(3), num_tasks=2)
+    full = mo.meta_train(est, jax.random.key(3), hooks=[hooks.callback(keep_step_3)], **kw)
+    template = init_meta_train_state(est, jax.random.key(3))
     state, _, path = restore_latest(tmp_path, template)
     assert state.step == 3 and path.name == "ckpt-00000003.ckpt"
-    resumed = mo.meta_train(lopt, family, jax.random.key(3), num_epochs=3, state=state, **KW)
+    resumed = mo.meta_train(est, jax.random.key(3), state=state, **kw)
     assert [r["step"] for r in resumed.history] == [4, 5, 6]
     assert_states_equal(resumed.state, full.state)
 
@@ -108,8 +124,6 @@ def test_no_readable_checkpoint_is_an_error_never_a_fresh_start(tmp_path, run):
 def test_a_checkpoint_of_another_run_shape_is_rejected(tmp_path, run):
     state, _ = run
     path = save_checkpoint(tmp_path, state)
-    other = init_meta_train_state(
-        mo.lstm_optimizer(hidden_size=4), mo.quadratic_family(dim=5), jax.random.key(3), num_tasks=2
-    )
-    with pytest.raises(CheckpointError, match="batch"):
+    other = init_meta_train_state(estimator(dim=5), jax.random.key(3))
+    with pytest.raises(CheckpointError, match="estimator_state"):
         read_checkpoint(path, other)

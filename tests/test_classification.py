@@ -7,13 +7,13 @@ import optax
 import pytest
 
 import metaopt as mo
-from metaopt.classification import (
+from metaopt.core.types import with_data
+from metaopt.tasks.classification import (
     logistic_regression_family,
     mixed_mlp_classifier_family,
     mlp_classifier_family,
 )
-from metaopt.datasets import from_arrays
-from metaopt.types import with_data
+from metaopt.tasks.datasets import from_arrays
 
 
 @pytest.fixture
@@ -97,18 +97,14 @@ def test_evaluation_and_meta_training_on_a_dataset_family(dataset):
     curves = mo.evaluate(optax.adam(0.05), train, jax.random.key(0), num_tasks=4, num_steps=60)
     # The labels are a function of two input coordinates: Adam learns them quickly.
     assert curves[:, -10:].mean() < 0.7 * curves[:, 0].mean()
-    lopt = mo.lstm_optimizer(hidden_size=4, log_and_sign_p=10.0)
+    learner = mo.learned_optimizer(mo.lstm_optimizer(hidden_size=4, log_and_sign_p=10.0))
+    est = mo.tbptt(learner, train, num_tasks=2, truncation=5, horizon=10)
     result = mo.meta_train(
-        lopt,
-        train,
+        est,
         jax.random.key(1),
-        num_epochs=2,
-        num_tasks=2,
-        truncation=5,
-        horizon=10,
-        validation_family=val,
-        num_validation_tasks=2,
-        validate_every=1,
+        num_steps=4,
+        validate=mo.validation_loss(learner, val, jax.random.key(2), num_tasks=2, num_steps=10),
+        validate_every=2,
         progress=False,
     )
     validated = [h["validation_loss"] for h in result.history if "validation_loss" in h]
@@ -162,17 +158,11 @@ def test_mixed_family_tasks_are_the_narrow_networks_they_drew(dataset):
 
 def test_meta_training_on_a_batch_of_mixed_architectures(dataset):
     fam = mixed_mlp_classifier_family(dataset, widths=(2, 6), batch_size=16)
-    result = mo.meta_train(
-        mo.lstm_optimizer(hidden_size=4, num_layers=1, log_and_sign_p=10.0),
-        fam,
-        jax.random.key(0),
-        num_epochs=2,
-        num_tasks=6,
-        truncation=5,
-        horizon=10,
-        num_validation_tasks=4,
-        progress=False,
+    learner = mo.learned_optimizer(
+        mo.lstm_optimizer(hidden_size=4, num_layers=1, log_and_sign_p=10.0)
     )
+    est = mo.tbptt(learner, fam, num_tasks=6, truncation=5, horizon=10)
+    result = mo.meta_train(est, jax.random.key(0), num_steps=4, progress=False)
     assert all(np.isfinite(h["meta_loss"]) and h["skipped"] == 0 for h in result.history)
 
 

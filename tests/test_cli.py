@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from metaopt.cli import main
+from metaopt.cli.main import main
+from metaopt.train.hooks import callback
 
 SMALL = [
     "--epochs",
@@ -49,7 +50,7 @@ def test_truncation_longer_than_horizon_is_a_clear_error(tmp_path, capsys):
 
 def test_console_script_is_installed():
     out = subprocess.run(
-        [sys.executable, "-m", "metaopt.cli", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "metaopt", "--help"], capture_output=True, text=True, check=True
     )
     assert "demo" in out.stdout
 
@@ -79,7 +80,6 @@ def test_train_then_eval(tmp_path, lopt):
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     # One record per meta-step: 3 epochs of 10 steps in truncations of 5.
     assert [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6]
-    assert [r["epoch"] for r in lines] == [1, 1, 2, 2, 3, 3]
     # Validated at the end of every second epoch and after the last one.
     assert [r["step"] for r in lines if "validation_loss" in r] == [4, 6]
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -172,8 +172,8 @@ def test_mlp_demo_on_digits_writes_main_and_generalization_results(tmp_path):
 def test_mlp_demo_runs_on_a_users_own_dataset(tmp_path):
     import numpy as np
 
-    from metaopt.datasets import from_arrays
-    from metaopt.demo import mlp_demo
+    from metaopt.cli.demo import mlp_demo
+    from metaopt.tasks.datasets import from_arrays
 
     rng = np.random.default_rng(0)
     ds = from_arrays(rng.random((50, 3, 3)), np.arange(50) % 4, name="mine")
@@ -210,17 +210,18 @@ def test_demo_stopped_by_a_signal_resumes_and_writes_results(tmp_path, capsys, m
     import os
     import signal
 
-    from metaopt import run
+    from metaopt.cli import run
 
     real_meta_train = run.meta_train
 
-    def meta_train(*args, on_step, **kwargs):
+    def meta_train(*args, hooks, **kwargs):
         def hook(state, record):
-            on_step(state, record)
             if state.step == 2:
                 os.kill(os.getpid(), signal.SIGTERM)  # as if from outside, mid-run
 
-        return real_meta_train(*args, on_step=hook, **kwargs)
+        # After the hook that writes metrics and checkpoints, before the signal check.
+        hooks = [hooks[0], callback(hook), *hooks[1:]]
+        return real_meta_train(*args, hooks=hooks, **kwargs)
 
     monkeypatch.setattr(run, "meta_train", meta_train)
     args = ["demo", "--out", str(tmp_path), *SMALL]

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import metaopt as mo
-from metaopt.conv import BATCH_NORM_EPS, conv_classifier_family, conv_forward
-from metaopt.datasets import from_arrays
-from metaopt.serialization import load, save
-from metaopt.split_lopt import conv_and_rest_optimizer
+from metaopt.io.serialization import load, save
+from metaopt.optimizers.split import conv_and_rest_optimizer
+from metaopt.tasks.conv import BATCH_NORM_EPS, conv_classifier_family, conv_forward
+from metaopt.tasks.datasets import from_arrays
 
 
 @pytest.fixture(scope="module")
@@ -120,10 +120,9 @@ def test_both_optimizers_get_meta_gradients_and_save_as_one(tiny, tmp_path):
     lopt = conv_and_rest_optimizer(small_lstm, small_lstm)
     fam = conv_classifier_family(tiny, channels=(4,), kernel_size=3, batch_size=8)
     theta = jax.jit(lopt.init)(jax.random.key(0))
-    batch = jax.jit(lambda th, k: mo.init_task_batch(fam, lopt, th, k, 2))(theta, jax.random.key(1))
-    grad, _, metrics = jax.jit(
-        lambda th, b, k: mo.tbptt_gradient(th, lopt, fam, b, k, num_steps=3)
-    )(theta, batch, jax.random.key(2))
+    est = mo.tbptt(mo.learned_optimizer(lopt), fam, num_tasks=2, truncation=3, horizon=3)
+    batch = jax.jit(est.init)(theta, jax.random.key(1))
+    grad, _, metrics = jax.jit(est.estimate)(theta, batch, jax.random.key(2))
     assert np.isfinite(metrics["meta_loss"])
     for part in ("conv", "rest"):
         leaves = jax.tree.leaves(grad[part])

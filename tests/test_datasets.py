@@ -10,7 +10,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from metaopt import datasets
+from metaopt.tasks import datasets
 
 
 def write_idx(path, array):

@@ -8,10 +8,11 @@ import pytest
 
 import metaopt
 
+# Every module of every layer (metaopt.core.unroll, metaopt.estimators.pes, ...).
 MODULES = sorted(
     m.name
-    for m in pkgutil.iter_modules(metaopt.__path__, "metaopt.")
-    if m.name != "metaopt.__main__"
+    for m in pkgutil.walk_packages(metaopt.__path__, "metaopt.")
+    if not m.name.endswith("__main__")
 )
 
 

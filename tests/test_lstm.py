@@ -116,7 +116,7 @@ CELL_RTOL, CELL_ATOL = 1e-5, 1e-5
 
 
 def test_hand_written_cell_backward_matches_autodiff():
-    from metaopt.lstm import _cell, _cell_autodiff
+    from metaopt.optimizers.lstm import _cell, _cell_autodiff
 
     args = _cell_inputs(jax.random.key(3), rows=64)
     out, vjp_hand = jax.vjp(_cell, *args)
@@ -130,7 +130,7 @@ def test_hand_written_cell_backward_matches_autodiff():
 
 
 def test_hand_written_cell_backward_under_vmap_sums_weight_gradients_over_tasks():
-    from metaopt.lstm import _cell, _cell_autodiff
+    from metaopt.optimizers.lstm import _cell, _cell_autodiff
 
     wx, wh, b, x, h, c = _cell_inputs(jax.random.key(4), rows=32, batch=(3,))
     target = jax.random.normal(jax.random.key(5), h.shape)
@@ -155,20 +155,26 @@ def test_hand_written_cell_backward_under_vmap_sums_weight_gradients_over_tasks(
 
 @pytest.mark.parametrize("second_order", [False, True])
 def test_meta_gradient_is_the_same_with_either_cell_backward(monkeypatch, second_order):
-    import metaopt.lstm
-    from metaopt.quadratic import quadratic_family
-    from metaopt.truncated_bptt import init_task_batch, tbptt_gradient
+    import metaopt.optimizers.lstm
+    from metaopt import learned_optimizer, tbptt
+    from metaopt.tasks.quadratic import quadratic_family
 
     lopt = lstm_optimizer(hidden_size=6, log_and_sign_p=10.0)
     fam = quadratic_family(dim=12)
+    est = tbptt(
+        learned_optimizer(lopt),
+        fam,
+        num_tasks=4,
+        truncation=6,
+        horizon=6,
+        second_order=second_order,
+    )
     theta = lopt.init(jax.random.key(0))
-    batch = init_task_batch(fam, lopt, theta, jax.random.key(1), 4)
+    batch = est.init(theta, jax.random.key(1))
 
     def meta_grad(min_rows):
-        monkeypatch.setattr(metaopt.lstm, "HAND_WRITTEN_BACKWARD_MIN_ROWS", min_rows)
-        grad, _, _ = tbptt_gradient(
-            theta, lopt, fam, batch, jax.random.key(2), 6, second_order=second_order
-        )
+        monkeypatch.setattr(metaopt.optimizers.lstm, "HAND_WRITTEN_BACKWARD_MIN_ROWS", min_rows)
+        grad, _, _ = est.estimate(theta, batch, jax.random.key(2))
         return grad
 
     hand, auto = meta_grad(1), meta_grad(10**9)

@@ -14,24 +14,31 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metaopt import init_task_batch, lstm_optimizer, quadratic_family, tbptt_gradient, unroll
-from metaopt.optax_adapter import as_optax
+from metaopt import learned_optimizer, lstm_optimizer, quadratic_family, tbptt, trajectory_mean
 
 NUM_STEPS = 3
 HORIZON = 8
+
+
+def estimator(family, lopt, weights=None, second_order=False, truncation=NUM_STEPS):
+    return tbptt(
+        learned_optimizer(lopt),
+        family,
+        num_tasks=2,
+        truncation=truncation,
+        horizon=HORIZON,
+        objective=trajectory_mean(weights),
+        second_order=second_order,
+    )
 
 
 def setup():
     family = quadratic_family(dim=3, init_scale=0.5)
     lopt = lstm_optimizer(hidden_size=4, num_layers=2, output_scale=0.2)
     theta = lopt.init(jax.random.key(0))
-    batch = init_task_batch(family, lopt, theta, jax.random.key(1), num_tasks=2)
+    first = estimator(family, lopt, truncation=2)
     # Start mid-horizon, with non-zero hidden states carried from a first truncation.
-    tx = as_optax(lopt, theta)
-    inner = jax.vmap(lambda c, s: unroll(family, tx, c, s, jax.random.key(2), 2)[0])(
-        batch.cfgs, batch.inner
-    )
-    batch = batch._replace(inner=inner)
+    _, batch, _ = first.estimate(theta, first.init(theta, jax.random.key(1)), jax.random.key(2))
     weights = jnp.linspace(0.5, 2.0, HORIZON)
     return family, lopt, theta, batch, weights
 
@@ -40,7 +47,7 @@ def loop_meta_loss(family, lopt, theta, batch, weights, replay=None):
     """Hand-written meta-loss; with ``replay``, the optimizer sees those gradients."""
     total, recorded = 0.0, []
     for task in range(2):
-        cfg = jax.tree.map(lambda x, t=task: x[t], batch.cfgs)
+        cfg = jax.tree.map(lambda x, t=task: x[t], batch.cfg)
         inner = jax.tree.map(lambda x, t=task: x[t], batch.inner)
         params, state, t0 = inner.params, inner.opt_state, int(inner.step)
         task_loss, grads_seen = 0.0, []
@@ -71,16 +78,8 @@ def test_tbptt_gradient_matches_finite_differences(second_order):
             lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x,
             batch,
         )
-        grad, _, metrics = tbptt_gradient(
-            theta,
-            lopt,
-            family,
-            batch,
-            jax.random.key(3),
-            NUM_STEPS,
-            weights=weights,
-            second_order=second_order,
-        )
+        est = estimator(family, lopt, weights, second_order)
+        grad, _, metrics = est.estimate(theta, batch, jax.random.key(3))
         loss0, recorded = loop_meta_loss(family, lopt, theta, batch, weights)
         np.testing.assert_allclose(metrics["meta_loss"], loss0, rtol=1e-10)
         replay = None if second_order else recorded
@@ -106,9 +105,9 @@ def test_tbptt_gradient_matches_finite_differences(second_order):
 
 def test_first_and_second_order_gradients_differ():
     family, lopt, theta, batch, _ = setup()
-    first, _, _ = tbptt_gradient(theta, lopt, family, batch, jax.random.key(3), NUM_STEPS)
-    second, _, _ = tbptt_gradient(
-        theta, lopt, family, batch, jax.random.key(3), NUM_STEPS, second_order=True
+    first, _, _ = estimator(family, lopt).estimate(theta, batch, jax.random.key(3))
+    second, _, _ = estimator(family, lopt, second_order=True).estimate(
+        theta, batch, jax.random.key(3)
     )
     diff = sum(
         jnp.sum(jnp.abs(a - b))

@@ -7,25 +7,31 @@ import optax
 import pytest
 
 import metaopt as mo
-from metaopt.meta_train import make_meta_step
+from metaopt.train import hooks
+
+
+def tbptt_lstm(family, *, hidden_size=4, num_layers=2, **kwargs):
+    learner = mo.learned_optimizer(
+        mo.lstm_optimizer(hidden_size=hidden_size, num_layers=num_layers)
+    )
+    return mo.tbptt(learner, family, **kwargs)
 
 
 def test_meta_training_beats_its_initialization_on_validation():
-    lopt = mo.lstm_optimizer(hidden_size=8, num_layers=1)
+    family = mo.quadratic_family(dim=4)
+    est = tbptt_lstm(family, hidden_size=8, num_layers=1, num_tasks=16, truncation=5, horizon=20)
     result = mo.meta_train(
-        lopt,
-        mo.quadratic_family(dim=4),
+        est,
         jax.random.key(0),
-        num_epochs=30,
-        num_tasks=16,
-        truncation=5,
-        horizon=20,
+        num_steps=120,
         meta_optimizer=optax.adam(3e-3),
-        validate_every=5,
-        num_validation_tasks=32,
+        validate=mo.validation_loss(
+            est.learner, family, jax.random.key(1), num_tasks=32, num_steps=20
+        ),
+        validate_every=20,
         progress=False,
     )
-    # 4 meta-steps per epoch: the first validation ends epoch 5, at meta-step 20.
+    # The first validation after training starts is at meta-step 20.
     first_validation = result.history[19]["validation_loss"]
     assert result.best_validation_loss < 0.7 * first_validation
     assert result.best_validation_loss == min(
@@ -34,26 +40,25 @@ def test_meta_training_beats_its_initialization_on_validation():
     assert all(h["skipped"] == 0 for h in result.history)
 
 
-def test_same_seed_gives_identical_meta_parameters():
-    kwargs = dict(
-        num_epochs=3, num_tasks=4, truncation=3, horizon=6, progress=False, num_validation_tasks=4
-    )
-    lopt = mo.lstm_optimizer(hidden_size=4)
-    a = mo.meta_train(lopt, mo.quadratic_family(dim=3), jax.random.key(5), **kwargs)
-    b = mo.meta_train(lopt, mo.quadratic_family(dim=3), jax.random.key(5), **kwargs)
+@pytest.mark.parametrize("estimator", [mo.tbptt, mo.pes])
+def test_same_seed_gives_identical_meta_parameters(estimator):
+    learner = mo.learned_optimizer(mo.lstm_optimizer(hidden_size=4))
+    est = estimator(learner, mo.quadratic_family(dim=3), num_tasks=4, truncation=3, horizon=6)
+    a = mo.meta_train(est, jax.random.key(5), num_steps=6, progress=False)
+    b = mo.meta_train(est, jax.random.key(5), num_steps=6, progress=False)
     for x, y in zip(jax.tree.leaves(a.last_theta), jax.tree.leaves(b.last_theta), strict=True):
         np.testing.assert_array_equal(x, y)
 
 
 def test_meta_step_equals_manual_gradient_and_adam_update():
-    fam = mo.quadratic_family(dim=3)
-    lopt = mo.lstm_optimizer(hidden_size=4)
-    theta = lopt.init(jax.random.key(0))
-    batch = mo.init_task_batch(fam, lopt, theta, jax.random.key(1), 4)
+    est = tbptt_lstm(mo.quadratic_family(dim=3), num_tasks=4, truncation=3, horizon=6)
+    theta = est.learner.init(jax.random.key(0))
+    tasks = est.init(theta, jax.random.key(1))
     meta_opt = optax.adam(1e-2)
-    step = make_meta_step(lopt, fam, meta_opt, 3)
-    new_theta, _, _, metrics = step(theta, meta_opt.init(theta), batch, jax.random.key(2))
-    grad, _, _ = mo.tbptt_gradient(theta, lopt, fam, batch, jax.random.key(2), 3)
+    step = mo.make_meta_step(est, meta_opt)
+    state, metrics = step(mo.MetaState(theta, meta_opt.init(theta), tasks), jax.random.key(2))
+    new_theta = state.theta
+    grad, _, _ = est.estimate(theta, tasks, jax.random.key(2))
     # Adam's first step moves each coordinate by lr·g/(|g| + eps): about ±lr.
     expected = jax.tree.map(lambda t, g: t - 1e-2 * g / (jnp.abs(g) + 1e-8), theta, grad)
     for x, y in zip(jax.tree.leaves(new_theta), jax.tree.leaves(expected), strict=True):
@@ -82,22 +87,23 @@ def test_a_nan_loss_skips_and_counts_updates_and_training_goes_on():
 
     def on_step(state, record):
         thetas[state.step] = jax.device_get(state.theta)
-        # Meta-step 3 (the first of epoch 2) sees a NaN loss. Its tasks' parameters
-        # turn NaN with it, so meta-step 4 is skipped too; epoch 3 draws fresh tasks.
+        # Meta-step 3 (the first truncation of the tasks' second horizon) sees a NaN
+        # loss. The tasks' parameters turn NaN with it, so meta-step 4 is skipped too;
+        # at meta-step 5 the tasks reach their horizon and fresh ones replace them.
         scale[()] = np.nan if state.step == 2 else 1.0
 
+    family = scaled_quadratics(scale)
+    est = tbptt_lstm(family, num_tasks=4, truncation=5, horizon=10)
     result = mo.meta_train(
-        mo.lstm_optimizer(hidden_size=4),
-        scaled_quadratics(scale),
+        est,
         jax.random.key(0),
-        num_epochs=3,
-        num_tasks=4,
-        truncation=5,
-        horizon=10,
-        validate_every=1,
-        num_validation_tasks=4,
+        num_steps=6,
+        validate=mo.validation_loss(
+            est.learner, mo.quadratic_family(dim=3), jax.random.key(1), num_tasks=4, num_steps=10
+        ),
+        validate_every=2,
         progress=False,
-        on_step=on_step,
+        hooks=[hooks.callback(on_step)],
     )
     assert [r["skipped"] for r in result.history] == [0, 0, 1, 1, 0, 0]
     assert [r["skipped_total"] for r in result.history] == [0, 0, 1, 2, 2, 2]
@@ -124,15 +130,10 @@ def test_too_many_consecutive_skips_stop_with_a_clear_error():
 
     with pytest.raises(mo.MetaTrainingDiverged, match=r"3 consecutive.*meta-steps 3\.\.5"):
         mo.meta_train(
-            mo.lstm_optimizer(hidden_size=4),
-            scaled_quadratics(scale),
+            tbptt_lstm(scaled_quadratics(scale), num_tasks=4, truncation=5, horizon=10),
             jax.random.key(0),
-            num_epochs=10,
-            num_tasks=4,
-            truncation=5,
-            horizon=10,
-            num_validation_tasks=4,
+            num_steps=20,
             max_consecutive_skips=3,
             progress=False,
-            on_step=on_step,
+            hooks=[hooks.callback(on_step)],
         )

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import metaopt as mo
-from metaopt import serialization
-from metaopt.serialization import OptimizerFileError
+from metaopt.io import serialization
+from metaopt.io.serialization import OptimizerFileError
 
 ARCHS = [
     lambda: mo.lstm_optimizer(hidden_size=6, log_and_sign_p=10.0, output_scale=0.05),

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 import metaopt as mo
-from metaopt import run
-from metaopt.checkpoint import checkpoint_steps, read_checkpoint
-from metaopt.cli import main
-from metaopt.run_config import TrainConfig, read_toml, resolve, to_toml
+from metaopt.cli import run
+from metaopt.cli.config import TrainConfig, read_toml, resolve, to_toml
+from metaopt.cli.main import main
+from metaopt.io.checkpoint import checkpoint_steps, read_checkpoint
+from metaopt.train.hooks import callback
 
 TINY = [
     "--epochs",
@@ -210,13 +211,14 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path, caps
 
     real_meta_train = run.meta_train
 
-    def meta_train(*args, on_step, **kwargs):
+    def meta_train(*args, hooks, **kwargs):
         def hook(state, record):
-            on_step(state, record)
             if state.step == 4:
                 scale[()] = np.nan
 
-        return real_meta_train(*args, on_step=hook, **kwargs)
+        # After the hook that writes metrics and checkpoints, before the signal check.
+        hooks = [hooks[0], callback(hook), *hooks[1:]]
+        return real_meta_train(*args, hooks=hooks, **kwargs)
 
     monkeypatch.setattr(run, "build_family", lambda task, split="train": bind(scale))
     monkeypatch.setattr(run, "meta_train", meta_train)

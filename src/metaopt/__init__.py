@@ -1,64 +1,101 @@
-"""metaopt: learned optimizers and meta-learning in JAX."""
+"""metaopt: learned optimizers and meta-learning in JAX.
 
-from metaopt.evaluate import (
+The flat public namespace. The package is layered (each layer imports only from the
+ones before it): ``core`` (protocols, unroll, optax adapter), ``tasks``, ``optimizers``,
+``io``, ``learners``, ``evaluation``, ``estimators``, ``train``, ``diagnostics``,
+``cli``. See ``docs/architecture.md``.
+"""
+
+from metaopt.core.optax_adapter import as_optax
+from metaopt.core.types import Estimator, LearnedOptimizer, MetaLearner, TaskFamily
+from metaopt.core.unroll import InnerState, init_inner, unroll
+from metaopt.estimators.es import es
+from metaopt.estimators.full_bptt import full_bptt
+from metaopt.estimators.objectives import (
+    Objective,
+    final_loss,
+    held_out,
+    trajectory_mean,
+)
+from metaopt.estimators.pes import pes
+from metaopt.estimators.schedules import (
+    HorizonSchedule,
+    constant_schedule,
+    log_uniform_schedule,
+)
+from metaopt.estimators.tbptt import tbptt
+from metaopt.evaluation.evaluate import (
     TuneResult,
     baseline_optimizers,
     evaluate,
+    learner_curves,
     log_grid,
     loss_curves,
     tune_learning_rate,
+    validation_loss,
 )
-from metaopt.lstm import lstm_optimizer
-from metaopt.meta_train import (
+from metaopt.io.pretrained import load, pretrained, pretrained_names
+from metaopt.io.serialization import save
+from metaopt.learners.learned_optimizer import learned_optimizer
+from metaopt.optimizers.lstm import lstm_optimizer
+from metaopt.optimizers.mlp import mlp_optimizer
+from metaopt.optimizers.preprocess import log_and_sign
+from metaopt.tasks.quadratic import quadratic_family
+from metaopt.tasks.regression import mlp_regression_family
+from metaopt.train.loop import (
     MetaTrainingDiverged,
     MetaTrainResult,
     MetaTrainState,
     init_meta_train_state,
     meta_train,
-    truncation_lengths,
 )
-from metaopt.mlp_lopt import mlp_optimizer
-from metaopt.optax_adapter import as_optax
-from metaopt.preprocess import log_and_sign
-from metaopt.pretrained import load, pretrained, pretrained_names
-from metaopt.quadratic import quadratic_family
-from metaopt.regression import mlp_regression_family
-from metaopt.serialization import save
-from metaopt.truncated_bptt import TaskBatch, init_task_batch, tbptt_gradient
-from metaopt.types import LearnedOptimizer, TaskFamily
-from metaopt.unroll import InnerState, init_inner, unroll
+from metaopt.train.meta_step import MetaState, make_meta_step
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
+    "Estimator",
+    "HorizonSchedule",
     "InnerState",
     "LearnedOptimizer",
+    "MetaLearner",
+    "MetaState",
     "MetaTrainResult",
     "MetaTrainState",
     "MetaTrainingDiverged",
-    "TaskBatch",
+    "Objective",
     "TaskFamily",
     "TuneResult",
     "as_optax",
     "baseline_optimizers",
+    "constant_schedule",
+    "es",
     "evaluate",
+    "final_loss",
+    "full_bptt",
+    "held_out",
     "init_inner",
     "init_meta_train_state",
-    "init_task_batch",
+    "learned_optimizer",
+    "learner_curves",
     "load",
     "log_and_sign",
     "log_grid",
+    "log_uniform_schedule",
     "loss_curves",
     "lstm_optimizer",
+    "make_meta_step",
     "meta_train",
     "mlp_optimizer",
     "mlp_regression_family",
+    "pes",
     "pretrained",
     "pretrained_names",
     "quadratic_family",
     "save",
-    "tbptt_gradient",
-    "truncation_lengths",
+    "tbptt",
+    "trajectory_mean",
     "tune_learning_rate",
     "unroll",
+    "validation_loss",
 ]

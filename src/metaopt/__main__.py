@@ -2,7 +2,7 @@
 
 import sys
 
-from metaopt.cli import main
+from metaopt.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

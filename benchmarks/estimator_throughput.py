@@ -1,0 +1,218 @@
+"""Every meta-gradient estimator on the same configuration, against optax.adam.
+
+10-dimensional quadratics (Andrychowicz et al. 2016), 32 tasks per meta-batch,
+truncation 20 and horizon 100: truncated BPTT, ES and PES (one antithetic pair per
+task; both trajectories count as function steps) and full-horizon BPTT over a horizon
+of 20 (so one estimate covers as many inner steps as a truncation), each with the
+MLP learned optimizer and with the LSTM; plus truncated BPTT with the LSTM at 128 tasks,
+the configuration of ``meta_train_throughput.py``. One meta-step is
+``jax.jit(metaopt.make_meta_step(estimator, optax.adam(1e-3)))``: the estimate and
+the meta-update.
+
+The reference is optax.adam's forward unroll of 20 steps on the same tasks (32 and
+128), timed in the same run and interleaved with the estimators, so ratios survive a
+noisy machine. Each configuration is timed in ``--repeats`` rounds of ``--calls``
+consecutive calls (the state fed back, as in training), after block_until_ready;
+figures are the median, min and max over rounds. Compile time is the backend
+compile time of the first call; a second call must not compile again.
+
+Run: python benchmarks/estimator_throughput.py [--repeats N] [--calls N]
+"""
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+import optax
+
+import metaopt as mo
+from common import write
+
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+TARGETS = {"pes/mlp/32": 350_000, "tbptt/lstm/128": 85_000}
+
+
+class Compiles:
+    """Counts XLA compilations (and their seconds) while active."""
+
+    def __init__(self):
+        self.count, self.seconds, self.active = 0, 0.0, False
+        jax.monitoring.register_event_duration_secs_listener(self._record)
+
+    def _record(self, event: str, duration: float, **_) -> None:
+        if self.active and event == COMPILE_EVENT:
+            self.count += 1
+            self.seconds += duration
+
+    def __enter__(self):
+        self.count, self.seconds, self.active = 0, 0.0, True
+        return self
+
+    def __exit__(self, *exc):
+        self.active = False
+
+
+COMPILES = Compiles()
+
+
+class Bench:
+    """A jitted ``fn(carry, key) -> (carry, ...)`` timed on consecutive calls."""
+
+    def __init__(self, name: str, fn: Callable, carry, work: int, config: dict):
+        self.name, self.fn, self.carry, self.work, self.config = name, fn, carry, work, config
+        self.keys = list(jax.random.split(jax.random.key(42), 64))
+        self.seconds: list[float] = []
+        start = time.perf_counter()
+        with COMPILES as first:
+            self._call(0)
+        self.first_call_seconds = time.perf_counter() - start
+        self.compile_seconds, self.first_compiles = first.seconds, first.count
+        with COMPILES as second:
+            self._call(1)
+        self.recompiles = second.count
+
+    def _call(self, i: int) -> None:
+        self.carry = self.fn(self.carry, self.keys[i % len(self.keys)])[0]
+        jax.block_until_ready(self.carry)
+
+    def round(self, calls: int) -> None:
+        """Times ``calls`` consecutive calls; records seconds per call."""
+        start = time.perf_counter()
+        carry = self.carry
+        for i in range(calls):
+            carry = self.fn(carry, self.keys[i % len(self.keys)])[0]
+        jax.block_until_ready(carry)
+        self.seconds.append((time.perf_counter() - start) / calls)
+        self.carry = carry
+
+    def summary(self) -> dict:
+        rate = self.work / np.asarray(self.seconds)
+        return {
+            **self.config,
+            "function_steps_per_call": self.work,
+            "function_steps_per_second": {
+                "median": float(np.median(rate)),
+                "min": float(rate.min()),
+                "max": float(rate.max()),
+            },
+            "seconds_per_call_median": float(np.median(self.seconds)),
+            "compile_seconds": self.compile_seconds,
+            "first_call_seconds": self.first_call_seconds,
+            "compiles_on_first_call": self.first_compiles,
+            "compiles_on_second_call": self.recompiles,
+        }
+
+
+def run_rounds(benches: list[Bench], repeats: int, calls: int) -> None:
+    """Interleaves the benches: round r times every bench before round r + 1."""
+    for _ in range(repeats):
+        for bench in benches:
+            bench.round(calls)
+
+
+def estimator_bench(name: str, lopt_name: str, tasks: int, *, truncation=20, horizon=100):
+    family = mo.quadratic_family(dim=10)
+    lopt = mo.mlp_optimizer() if lopt_name == "mlp" else mo.lstm_optimizer()
+    learner = mo.learned_optimizer(lopt)
+    if name == "full_bptt":
+        est = mo.full_bptt(learner, family, num_tasks=tasks, horizon=truncation)
+    else:
+        factory = {"tbptt": mo.tbptt, "es": mo.es, "pes": mo.pes}[name]
+        est = factory(learner, family, num_tasks=tasks, truncation=truncation, horizon=horizon)
+    meta_opt = optax.adam(1e-3)
+    theta = learner.init(jax.random.key(0))
+    state = mo.MetaState(theta, meta_opt.init(theta), jax.jit(est.init)(theta, jax.random.key(1)))
+    step = jax.jit(mo.make_meta_step(est, meta_opt))
+    config = {
+        "estimator": name,
+        "lopt": lopt_name,
+        "tasks": tasks,
+        "truncation": truncation,
+        "horizon": truncation if name == "full_bptt" else horizon,
+    }
+    return Bench(f"{name}/{lopt_name}/{tasks}", step, state, est.function_steps, config)
+
+
+def adam_bench(tasks: int, steps: int = 20) -> Bench:
+    """optax.adam's forward unroll of ``steps`` steps on ``tasks`` quadratics."""
+    family = mo.quadratic_family(dim=10)
+    adam = optax.adam(1e-2)
+    keys = jax.random.split(jax.random.key(1), tasks)
+    cfgs = jax.vmap(family.sample)(keys)
+    inner = jax.vmap(lambda c, k: mo.init_inner(family, adam, c, k))(cfgs, keys)
+
+    def unroll(inner, key):
+        keys = jax.random.split(key, tasks)
+        run = lambda c, s, k: mo.unroll(family, adam, c, s, k, steps)  # noqa: E731
+        inner, losses = jax.vmap(run)(cfgs, inner, keys)
+        return inner, losses
+
+    config = {"estimator": "adam forward unroll", "lopt": "adam", "tasks": tasks, "truncation": steps}
+    return Bench(f"adam/{tasks}", jax.jit(unroll), inner, tasks * steps, config)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=15, help="timed rounds per configuration")
+    parser.add_argument("--calls", type=int, default=10, help="consecutive calls per round")
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()
+    benches = [adam_bench(32), adam_bench(128)]
+    for name in ("tbptt", "es", "pes", "full_bptt"):
+        for lopt_name in ("mlp", "lstm"):
+            benches.append(estimator_bench(name, lopt_name, 32))
+            print(f"compiled {benches[-1].name} in {benches[-1].compile_seconds:.1f} s", flush=True)
+    benches.append(estimator_bench("tbptt", "lstm", 128))
+    print(f"compiled {benches[-1].name} in {benches[-1].compile_seconds:.1f} s", flush=True)
+    run_rounds(benches, args.repeats, args.calls)
+
+    rows = {b.name: b.summary() for b in benches}
+    for row in rows.values():
+        adam = rows[f"adam/{row['tasks']}"]["function_steps_per_second"]["median"]
+        row["adam_over_this"] = adam / row["function_steps_per_second"]["median"]
+    targets = {
+        name: {
+            "target_function_steps_per_second": target,
+            "median": rows[name]["function_steps_per_second"]["median"],
+            "met": rows[name]["function_steps_per_second"]["median"] >= target,
+        }
+        for name, target in TARGETS.items()
+    }
+    record = {
+        "config": {
+            "family": "quadratic dim=10",
+            "meta_optimizer": "adam(1e-3)",
+            "repeats": args.repeats,
+            "calls_per_repeat": args.calls,
+            "es_pes_perturbations_per_task": 1,
+        },
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "results": rows,
+        "targets": targets,
+    }
+    path = write("estimator_throughput", record)
+
+    print(f"\nfunction-steps/s over {args.repeats} rounds of {args.calls} calls (median [min, max])")
+    header = f"{'configuration':<22} {'steps/call':>10} {'median':>10} {'min':>10} {'max':>10}"
+    print(f"{header} {'adam/this':>9} {'compile s':>9} {'recompiles':>10}")
+    for name, row in rows.items():
+        fs = row["function_steps_per_second"]
+        print(
+            f"{name:<22} {row['function_steps_per_call']:>10,} {fs['median']:>10,.0f} "
+            f"{fs['min']:>10,.0f} {fs['max']:>10,.0f} {row['adam_over_this']:>9.1f} "
+            f"{row['compile_seconds']:>9.2f} {row['compiles_on_second_call']:>10}"
+        )
+    for name, t in targets.items():
+        verdict = "met" if t["met"] else "NOT met"
+        print(f"target {name}: {t['median']:,.0f} >= {t['target_function_steps_per_second']:,}: {verdict}")
+    print(f"load average before {load_before}, after {record['load_average_after']}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

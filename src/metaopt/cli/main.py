@@ -1,0 +1,321 @@
+"""The ``metaopt`` command line: ``demo``, ``train``, ``plot`` and ``eval``."""
+
+import argparse
+import functools
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from metaopt.cli.config import (
+    ESTIMATORS,
+    LEARNED_OPTIMIZERS,
+    OBJECTIVES,
+    REMAT,
+    SCHEDULES,
+    TASKS,
+)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Builds the argument parser of the ``metaopt`` command."""
+    parser = argparse.ArgumentParser(
+        prog="metaopt", description="Learned optimizers and meta-learning in JAX."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser(
+        "demo",
+        help="meta-train the LSTM optimizer on quadratics and compare it with tuned baselines",
+    )
+    demo.add_argument(
+        "--task",
+        choices=["quadratic", "mlp"],
+        default="quadratic",
+        help="quadratic: §3.1 of the paper; mlp: the MNIST experiment of §3.2",
+    )
+    demo.add_argument(
+        "--data",
+        choices=["digits", "mnist", "fashion_mnist"],
+        default="digits",
+        help="--task mlp only: the dataset (digits ship with scikit-learn)",
+    )
+    demo.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="--task mlp only: a directory holding the dataset's files",
+    )
+    demo.add_argument("--out", type=Path, default=Path("metaopt-demo"), help="output directory")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help="meta-batches of fresh tasks (default: 100 quadratic, 20 mlp)",
+    )
+    demo.add_argument(
+        "--tasks",
+        type=_positive_int,
+        default=None,
+        help="tasks per meta-batch (default: 128 quadratic, 16 mlp)",
+    )
+    demo.add_argument("--truncation", type=_positive_int, default=20)
+    demo.add_argument("--horizon", type=_positive_int, default=100)
+    demo.add_argument("--meta-lr", type=_positive_float, default=3e-3)
+    demo.add_argument(
+        "--eval-tasks",
+        type=_positive_int,
+        default=None,
+        help="held-out tasks (default: 256 quadratic, 64 mlp)",
+    )
+    demo.add_argument(
+        "--tune-tasks",
+        type=_positive_int,
+        default=None,
+        help="tasks for tuning baselines (default: 1024 quadratic, 32 mlp)",
+    )
+    demo.add_argument(
+        "--no-generalization",
+        action="store_true",
+        help="--task mlp only: skip the four generalization experiments",
+    )
+    demo.add_argument(
+        "--generalization",
+        nargs="+",
+        choices=["steps_200", "hidden_40", "layers_2", "relu"],
+        default=None,
+        help="--task mlp only: run just these generalization experiments",
+    )
+    demo.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the meta-training checkpointed in --out (same settings)",
+    )
+    demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    train = sub.add_parser(
+        "train",
+        help="meta-train a learned optimizer in a run directory (checkpointed, resumable)",
+        description=(
+            "Meta-train a learned optimizer. Settings come from defaults, then --config, "
+            "then flags. The run directory gets config.toml, checkpoints/, metrics.jsonl, "
+            "optimizer.mopt and summary.json. Ctrl-C or SIGTERM stops after the current "
+            "meta-step with a checkpoint; --resume continues."
+        ),
+    )
+    train.add_argument("--out", type=Path, required=True, help="run directory")
+    train.add_argument("--config", type=Path, help="a TOML file of settings (keys as below)")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    flag = functools.partial(train.add_argument, default=argparse.SUPPRESS)
+    flag("--task", choices=TASKS, help="task family (default quadratic)")
+    flag("--lopt", choices=LEARNED_OPTIMIZERS, help="learned optimizer (default lstm)")
+    flag(
+        "--estimator",
+        choices=ESTIMATORS,
+        help="meta-gradient estimator: truncated backprop, full-horizon backprop, "
+        "antithetic truncated ES, or persistent ES (default tbptt)",
+    )
+    flag("--std", type=_positive_float, help="es/pes: perturbation standard deviation (0.01)")
+    flag("--perturbations", type=_positive_int, help="es/pes: antithetic pairs per task (1)")
+    flag("--remat", choices=REMAT, help="tbptt/full: rematerialization (step / nested)")
+    flag("--schedule", choices=SCHEDULES, help="task horizons (default constant)")
+    flag("--min-horizon", type=_positive_int, help="log_uniform: the shortest horizon")
+    flag(
+        "--desync",
+        action="store_true",
+        help="start tasks at random step offsets, mixing early and late training",
+    )
+    flag("--objective", choices=OBJECTIVES, help="meta-objective (default mean)")
+    flag("--second-order", action="store_true", help="tbptt/full: keep second derivatives")
+    flag("--clip", type=_positive_float, help="clip the meta-gradient's global norm")
+    flag("--seed", type=_non_negative_int, help="PRNG seed (default 0)")
+    flag("--epochs", type=_positive_int, help="meta-batches of fresh tasks (default 100)")
+    flag("--tasks", type=_positive_int, help="tasks per meta-batch (default 32)")
+    flag("--truncation", type=_positive_int, help="inner steps per meta-gradient (default 20)")
+    flag("--horizon", type=_positive_int, help="inner steps per task (default 100)")
+    flag("--meta-lr", type=_positive_float, help="meta-optimizer (Adam) rate (default 1e-3)")
+    flag("--validate-every", type=_positive_int, help="epochs between validations (default 10)")
+    flag("--validation-tasks", type=_positive_int, help="validation tasks (default 64)")
+    flag("--log-and-sign-p", type=_positive_float, help="LSTM only: LogAndSign with this p")
+    flag("--output-scale", type=_positive_float, help="LSTM only: update scale (default 0.1)")
+    flag("--checkpoint-every", type=_positive_int, help="meta-steps between checkpoints (50)")
+    flag("--keep-checkpoints", type=_positive_int, help="recent checkpoints kept (default 3)")
+    flag(
+        "--max-consecutive-skips",
+        type=_positive_int,
+        help="stop after this many non-finite meta-updates in a row (default 20)",
+    )
+    flag("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+
+    plot = sub.add_parser("plot", help="write PNGs of a run's meta-training curves")
+    plot.add_argument("run_dir", type=Path, help="a directory written by metaopt train")
+
+    ev = sub.add_parser("eval", help="evaluate a learned optimizer against tuned baselines")
+    ev.add_argument("--lopt", required=True, help="pretrained name or path to a saved optimizer")
+    ev.add_argument("--task", choices=TASKS, required=True)
+    ev.add_argument("--out", type=Path, required=True, help="output directory")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--steps", type=_positive_int, default=100, help="updates per task")
+    ev.add_argument("--eval-tasks", type=_positive_int, default=256)
+    ev.add_argument("--tune-tasks", type=_positive_int, default=256)
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from metaopt.cli.config import read_toml, resolve
+    from metaopt.cli.run import saved_config, train_run
+
+    given = read_toml(args.config) if args.config is not None else {}
+    flags = {k: v for k, v in vars(args).items() if k not in {"command", "out", "config", "resume"}}
+    given |= flags
+    source = "--config and flags"
+    if args.resume:
+        config = resolve(given, saved_config(args.out), source=source)
+    else:
+        config = resolve(given, source=source)
+    outcome = train_run(config, args.out, resume=args.resume)
+    print(outcome.message, file=sys.stderr if outcome.status != "completed" else sys.stdout)
+    if outcome.status == "stopped":
+        return 128 + outcome.signal
+    return 1 if outcome.status == "diverged" else 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from metaopt.cli.plots import plot_run
+
+    for path in plot_run(args.run_dir):
+        print(f"wrote {path}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> None:
+    import jax
+
+    from metaopt.cli.run import build_family
+    from metaopt.core.files import prepare_dir, write_json
+    from metaopt.core.optax_adapter import as_optax
+    from metaopt.evaluation.machine import machine
+    from metaopt.evaluation.report import compare_optimizers, format_table, plot_curves
+    from metaopt.io.pretrained import load
+
+    out = prepare_dir(args.out, "out")
+    lopt, theta = load(args.lopt)
+    family = build_family(args.task, "test")
+    k_tune, k_eval = jax.random.split(jax.random.key(args.seed))
+    optimizers = compare_optimizers(
+        {"learned": as_optax(lopt, theta)},
+        family,
+        k_tune,
+        k_eval,
+        num_eval_tasks=args.eval_tasks,
+        num_tune_tasks=args.tune_tasks,
+        num_steps=args.steps,
+    )
+    write_json(
+        out / "results.json",
+        {
+            "experiment": args.task,
+            "learned_optimizer": str(args.lopt),
+            "lopt": lopt.name,
+            "lopt_config": lopt.config,
+            "machine": machine(),
+            "optimizers": optimizers,
+        },
+    )
+    plot_curves(out / "curves.png", optimizers, f"{args.task}: {args.lopt}")
+    print(format_table(optimizers))
+    print(f"\nwrote {out / 'results.json'} and {out / 'curves.png'}")
+
+
+DEMO_DEFAULTS = {
+    "quadratic": {"epochs": 100, "tasks": 128, "eval_tasks": 256, "tune_tasks": 1024},
+    "mlp": {"epochs": 20, "tasks": 16, "eval_tasks": 64, "tune_tasks": 32},
+}
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from metaopt.cli.demo import mlp_demo, quadratic_demo, summary
+
+    sizes = {k: getattr(args, k) or v for k, v in DEMO_DEFAULTS[args.task].items()}
+    common = dict(
+        seed=args.seed,
+        epochs=sizes["epochs"],
+        num_tasks=sizes["tasks"],
+        truncation=args.truncation,
+        horizon=args.horizon,
+        meta_learning_rate=args.meta_lr,
+        num_eval_tasks=sizes["eval_tasks"],
+        num_tune_tasks=sizes["tune_tasks"],
+        progress=not args.no_progress,
+        resume=args.resume,
+    )
+    if args.task == "quadratic":
+        results = quadratic_demo(args.out, **common)
+    else:
+        results = mlp_demo(
+            args.out,
+            data=args.data,
+            data_dir=args.data_dir,
+            generalization=False if args.no_generalization else args.generalization or True,
+            **common,
+        )
+    print(summary(results))
+    written = ", ".join(str(p) for p in sorted(args.out.glob("*.png")))
+    print(f"\nwrote {args.out / 'results.json'}, {args.out / 'optimizer.mopt'}, {written}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``metaopt`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    run = {"demo": _demo, "train": _train, "eval": _eval, "plot": _plot}[args.command]
+    from metaopt.cli.run import RunStopped
+    from metaopt.train.loop import MetaTrainingDiverged
+
+    try:
+        status = run(args)
+    except RunStopped as e:
+        print(f"metaopt {args.command}: {e}", file=sys.stderr)
+        return 128 + e.signal
+    except MetaTrainingDiverged as e:
+        print(f"metaopt {args.command}: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, OSError) as e:
+        print(f"metaopt {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return status or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

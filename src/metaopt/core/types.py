@@ -1,0 +1,129 @@
+"""The protocols metaopt is built on: task families, optimizers, learners, estimators.
+
+Task families, learned optimizers, meta-learners and meta-gradient estimators.
+Each is a NamedTuple of pure functions, so they compose by plain function calls and
+every piece of state they touch is an explicit pytree argument.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import optax
+
+PyTree = Any
+Params = PyTree
+Theta = PyTree
+TaskConfig = PyTree
+
+
+class TaskFamily(NamedTuple):
+    """A family of optimization problems.
+
+    Attributes:
+      name: short identifier, e.g. ``"quadratic"``.
+      sample: ``sample(key) -> cfg`` draws one task configuration (a pytree of arrays),
+        so ``jax.vmap(sample)(keys)`` draws a batch of tasks.
+      init: ``init(cfg, key) -> params`` draws the optimizee's initial parameters.
+      loss: ``loss(cfg, params, key) -> scalar``; ``key`` draws a minibatch for
+        data-driven tasks and is ignored by deterministic ones.
+      data: arrays the functions read (a dataset on device), or None.
+      bind: ``bind(data) -> TaskFamily`` rebuilds the family over other arrays of the
+        same shapes. metaopt's compiled functions take ``data`` as an argument and
+        call ``bind`` on the traced value, so a dataset is never baked into a
+        program as a constant. None for families without data.
+      eval_loss: ``eval_loss(cfg, params, key) -> scalar``, a held-out loss (a query
+        set, a validation split) that a meta-objective may measure instead of
+        ``loss``; None if the family has none.
+    """
+
+    name: str
+    sample: Callable[[jax.Array], TaskConfig]
+    init: Callable[[TaskConfig, jax.Array], Params]
+    loss: Callable[[TaskConfig, Params, jax.Array], jax.Array]
+    data: PyTree = None
+    bind: "Callable[[PyTree], TaskFamily] | None" = None
+    eval_loss: Callable[[TaskConfig, Params, jax.Array], jax.Array] | None = None
+
+
+def with_data(family, data: PyTree):
+    """Returns ``family`` (or an estimator) reading ``data``, e.g. a traced ``jit`` argument.
+
+    Example:
+      >>> from metaopt.tasks.quadratic import quadratic_family
+      >>> fam = quadratic_family()
+      >>> with_data(fam, None) is fam
+      True
+    """
+    return family if family.bind is None else family.bind(data)
+
+
+class LearnedOptimizer(NamedTuple):
+    """A learned optimizer: an update rule whose weights ``theta`` are meta-learned.
+
+    Attributes:
+      name: architecture identifier, e.g. ``"lstm"``.
+      config: the architecture's hyperparameters (plain Python values), enough to
+        rebuild it with its factory.
+      init: ``init(key) -> theta`` draws initial meta-parameters.
+      init_state: ``init_state(theta, params) -> state`` builds the per-parameter state.
+      update: ``update(theta, grads, state, params) -> (updates, state)`` proposes the
+        additive update of ``params`` from ``grads``.
+
+    """
+
+    name: str
+    config: dict[str, Any]
+    init: Callable[[jax.Array], Theta]
+    init_state: Callable[[Theta, Params], PyTree]
+    update: Callable[[Theta, PyTree, PyTree, Params | None], tuple[PyTree, PyTree]]
+
+
+class MetaLearner(NamedTuple):
+    """What is meta-learned: θ and the inner training run it parameterizes.
+
+    A learned optimizer's weights, an initialization, per-parameter learning rates, or
+    several at once: each is a ``MetaLearner`` built by a small factory (see
+    :func:`metaopt.learned_optimizer`), and every estimator works with any of them.
+
+    Attributes:
+      name: short identifier, e.g. ``"learned_optimizer"``.
+      config: plain values that describe the learner.
+      init: ``init(key) -> theta`` draws initial meta-parameters.
+      init_params: ``init_params(theta, family, cfg, key) -> params``: where a task's
+        inner training starts (``family.init``, or an initialization held in θ).
+      tx: ``tx(theta) -> optax.GradientTransformation``: the inner update rule θ
+        implies. θ may be traced, so meta-gradients flow through it.
+    """
+
+    name: str
+    config: dict[str, Any]
+    init: Callable[[jax.Array], Theta]
+    init_params: Callable[[Theta, TaskFamily, TaskConfig, jax.Array], Params]
+    tx: Callable[[Theta], optax.GradientTransformation]
+
+
+class Estimator(NamedTuple):
+    """Turns θ and its own state into a meta-gradient.
+
+    Attributes:
+      name: e.g. ``"tbptt"``, ``"pes"``.
+      config: the estimator's settings (plain values).
+      init: ``init(theta, key) -> state``; every leaf of the state has a leading task
+        axis, and nothing outside the estimator looks inside it.
+      estimate: ``estimate(theta, state, key) -> (meta_grad, state, metrics)``;
+        ``metrics`` holds at least ``meta_loss`` and ``loss`` (scalars).
+      function_steps: inner steps one ``estimate`` takes, over all its trajectories.
+      learner: the meta-learner whose θ is estimated for.
+      data: the task family's arrays (see :class:`TaskFamily`).
+      bind: ``bind(data) -> Estimator`` over other arrays of the same shapes.
+    """
+
+    name: str
+    config: dict[str, Any]
+    init: Callable[[Theta, jax.Array], PyTree]
+    estimate: Callable[[Theta, PyTree, jax.Array], tuple[Theta, PyTree, dict[str, jax.Array]]]
+    function_steps: int
+    learner: MetaLearner
+    data: PyTree = None
+    bind: "Callable[[PyTree], Estimator] | None" = None

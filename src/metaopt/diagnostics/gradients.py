@@ -1,0 +1,274 @@
+"""Exact full-horizon meta-gradients, and each estimator's estimate of them, per particle.
+
+On a problem small enough to backpropagate through whole inner runs, every estimator's
+estimate of the *full-horizon* meta-gradient is compared with the exact gradient on the
+same tasks. The full-horizon objective is the one :func:`~metaopt.full_bptt`
+differentiates: ``(1/H) Σ_{t=1..H} w_t m(θ_t)`` for the trajectory mean (the measurement
+at step ``H`` for a final-loss objective). A truncated estimator's estimate of it is the
+sum of its per-truncation estimates over one horizon, from a fresh state with θ fixed,
+rescaled by ``K/H`` (a truncation's objective weighs its steps by ``1/K``).
+
+Each *particle* is one such estimate on its own ``num_tasks`` tasks, drawn from the
+particle's key exactly as the estimator's ``init`` draws them, and the exact gradient
+is computed on the same tasks, so the error ``estimate − exact`` is the estimator's own.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from metaopt.core import checks
+from metaopt.core.types import Estimator, MetaLearner, TaskFamily, Theta
+from metaopt.diagnostics.problems import Problem
+from metaopt.estimators.es import es
+from metaopt.estimators.full_bptt import full_bptt
+from metaopt.estimators.objectives import Objective, trajectory_mean
+from metaopt.estimators.pes import pes
+from metaopt.estimators.schedules import constant_schedule
+from metaopt.estimators.tbptt import tbptt
+from metaopt.estimators.truncation import TaskState, init_tasks, run_truncation, weighted_sum
+
+ESTIMATORS = ("full_bptt", "tbptt", "es", "pes")
+_FACTORIES = {"full_bptt": full_bptt, "tbptt": tbptt, "es": es, "pes": pes}
+RESERVED_OPTIONS = ("num_tasks", "truncation", "horizon", "objective", "desync")
+
+
+def _scale(objective: Objective, truncation: int, horizon: int) -> float:
+    # A truncation's trajectory mean weighs its steps by 1/K; the full horizon's by 1/H.
+    return 1.0 if objective.final_only else truncation / horizon
+
+
+def _objective(problem: Problem) -> Objective:
+    return trajectory_mean() if problem.objective is None else problem.objective
+
+
+def true_gradient(
+    learner: MetaLearner,
+    family: TaskFamily,
+    objective: Objective,
+    theta: Theta,
+    tasks: TaskState,
+    key: jax.Array,
+    *,
+    horizon: int,
+    truncation: int,
+) -> Theta:
+    """The exact gradient of the full-horizon objective on ``tasks``.
+
+    The horizon runs as ``horizon // truncation`` chained truncations of
+    :func:`~metaopt.estimators.truncation.run_truncation` (the engine every estimator
+    uses, with second derivatives), differentiated as one function: no gradient is
+    stopped between truncations, so this is what truncated estimators approximate.
+
+    Args:
+      learner: the meta-learner.
+      family: the task family.
+      objective: the meta-objective.
+      theta: where the gradient is taken.
+      tasks: a batch of tasks at step 0 with horizon ``horizon`` (a leading task axis),
+        e.g. from :func:`~metaopt.estimators.truncation.init_tasks`.
+      key: the truncations' randomness (minibatches).
+      horizon: inner steps, a multiple of ``truncation``.
+      truncation: inner steps per chained truncation.
+
+    Returns:
+      The gradient, shaped like ``theta``: the mean over tasks of the gradient of
+      ``(1/H) Σ_t w_t m(θ_t)`` (the final measurement for a final-only objective).
+
+    Example:
+      >>> import jax
+      >>> from metaopt.diagnostics.problems import quadratic_learning_rates
+      >>> from metaopt.estimators.schedules import constant_schedule
+      >>> from metaopt.estimators.objectives import trajectory_mean
+      >>> p = quadratic_learning_rates(dim=3)
+      >>> tasks = init_tasks(p.learner, p.family, constant_schedule(6), p.theta,
+      ...     jax.random.key(0), 2)
+      >>> g = true_gradient(p.learner, p.family, trajectory_mean(), p.theta, tasks,
+      ...     jax.random.key(1), horizon=6, truncation=3)
+      >>> g["log_lr"].shape
+      (3,)
+    """
+    truncation = checks.positive_int("truncation", truncation)
+    horizon = checks.positive_int("horizon", horizon)
+    if horizon % truncation:
+        raise ValueError(f"horizon ({horizon}) must be a multiple of truncation ({truncation})")
+    schedule = constant_schedule(horizon)
+    num_tasks = tasks.horizon.shape[0]
+
+    def meta_loss(theta):
+        def chunk(tasks, k):
+            def one(task, kk):
+                return run_truncation(
+                    learner, family, objective, schedule, theta, task, kk, truncation,
+                    second_order=True,
+                )  # fmt: skip
+
+            tasks, trace = jax.vmap(one)(tasks, jax.random.split(k, num_tasks))
+            return tasks, jnp.mean(weighted_sum(trace))
+
+        _, losses = jax.lax.scan(chunk, tasks, jax.random.split(key, horizon // truncation))
+        return jnp.sum(losses) * _scale(objective, truncation, horizon)
+
+    return jax.grad(meta_loss)(theta)
+
+
+def horizon_estimate(
+    estimator: Estimator, theta: Theta, key: jax.Array, *, horizon: int, final_only: bool = False
+) -> Theta:
+    """An estimator's estimate of the full-horizon gradient: one horizon of estimates.
+
+    ``key`` splits into ``(k_tasks, k_run)``; the estimator's state starts from
+    ``init(theta, k_tasks)`` and takes ``horizon // truncation`` estimates with θ
+    fixed, whose sum, times ``truncation / horizon`` unless ``final_only``, is returned.
+    :func:`~metaopt.full_bptt` takes one estimate with ``key`` itself, which draws its
+    tasks from ``k_tasks`` too, so every estimator meets the same tasks.
+
+    Example:
+      >>> import jax
+      >>> from metaopt.diagnostics.problems import quadratic_learning_rates
+      >>> p = quadratic_learning_rates(dim=3)
+      >>> est = tbptt(p.learner, p.family, num_tasks=2, truncation=3, horizon=6)
+      >>> horizon_estimate(est, p.theta, jax.random.key(0), horizon=6)["log_lr"].shape
+      (3,)
+    """
+    if estimator.name == "full":
+        if estimator.config["horizon"] != horizon:
+            raise ValueError(
+                f"estimator runs a horizon of {estimator.config['horizon']}, not {horizon}"
+            )
+        grad, _, _ = estimator.estimate(theta, estimator.init(theta, None), key)
+        return grad
+    config = estimator.config
+    truncation = config["truncation"]
+    if config.get("desync") or config["min_horizon"] != horizon or config["max_horizon"] != horizon:
+        raise ValueError(
+            f"estimator must run a constant horizon of {horizon} without desync, got {config}"
+        )
+    if horizon % truncation:
+        raise ValueError(f"horizon ({horizon}) must be a multiple of truncation ({truncation})")
+    k_tasks, k_run = jax.random.split(key)
+
+    def body(state, k):
+        grad, state, _ = estimator.estimate(theta, state, k)
+        return state, grad
+
+    state = estimator.init(theta, k_tasks)
+    _, grads = jax.lax.scan(body, state, jax.random.split(k_run, horizon // truncation))
+    scale = 1.0 if final_only else truncation / horizon
+    return jax.tree.map(lambda g: jnp.sum(g, axis=0) * scale, grads)
+
+
+def make_estimator(
+    problem: Problem,
+    name: str,
+    *,
+    truncation: int,
+    horizon: int,
+    options: Mapping[str, Any] | None = None,
+) -> Estimator:
+    """Estimator ``name`` of :data:`ESTIMATORS` on ``problem``; ``options`` go to its factory.
+
+    Example:
+      >>> from metaopt.diagnostics.problems import quadratic_learning_rates
+      >>> est = make_estimator(quadratic_learning_rates(), "pes", truncation=5, horizon=20,
+      ...     options={"std": 0.05})
+      >>> est.name, est.config["std"]
+      ('pes', 0.05)
+    """
+    if name not in _FACTORIES:
+        raise ValueError(f"estimator names must be among {list(ESTIMATORS)}, got {name!r}")
+    options = dict(options or {})
+    reserved = sorted(set(options) & set(RESERVED_OPTIONS))
+    if reserved:
+        raise ValueError(f"options for {name!r} may not set {reserved}: the report sets them")
+    kwargs: dict[str, Any] = dict(
+        num_tasks=problem.num_tasks, horizon=horizon, objective=problem.objective
+    )
+    if name != "full_bptt":
+        kwargs["truncation"] = truncation
+    if name in ("full_bptt", "tbptt"):
+        kwargs["second_order"] = problem.second_order
+    if name in ("es", "pes"):
+        kwargs["std"] = 0.01
+    return _FACTORIES[name](problem.learner, problem.family, **kwargs | options)
+
+
+def _run_once(fn, *args):
+    """``jax.jit(fn)(*args)`` compiled without LLVM's optimizations where the backend allows.
+
+    The particle computations run once and are tiny: compiling them is what costs, and
+    skipping the backend's optimization passes makes that several times faster.
+    """
+    lowered = jax.jit(fn).lower(*args)
+    try:
+        compiled = lowered.compile(compiler_options={"xla_backend_optimization_level": 0})
+    except RuntimeError:  # a backend without the option
+        compiled = lowered.compile()
+    return compiled(*args)
+
+
+def _flatten(tree_batch: Theta) -> np.ndarray:
+    flat = jax.vmap(lambda t: ravel_pytree(t)[0])(tree_batch)
+    return np.asarray(jax.device_get(flat), np.float64)
+
+
+def particle_truths(
+    problem: Problem, keys: jax.Array, *, truncation: int, horizon: int
+) -> np.ndarray:
+    """The exact gradient on each particle's tasks, flattened: ``(len(keys), size(θ))``.
+
+    Example:
+      >>> import jax
+      >>> from metaopt.diagnostics.problems import quadratic_learning_rates
+      >>> keys = jax.random.split(jax.random.key(0), 3)
+      >>> particle_truths(quadratic_learning_rates(dim=4), keys, truncation=2,
+      ...     horizon=4).shape
+      (3, 4)
+    """
+    objective, schedule = _objective(problem), constant_schedule(horizon)
+
+    def one(key):
+        k_tasks, _ = jax.random.split(key)
+        tasks = init_tasks(
+            problem.learner, problem.family, schedule, problem.theta, k_tasks, problem.num_tasks
+        )
+        return true_gradient(
+            problem.learner, problem.family, objective, problem.theta, tasks,
+            jax.random.fold_in(key, 1), horizon=horizon, truncation=truncation,
+        )  # fmt: skip
+
+    return _flatten(_run_once(jax.vmap(one), keys))
+
+
+def particle_estimates(
+    problem: Problem,
+    name: str,
+    keys: jax.Array,
+    *,
+    truncation: int,
+    horizon: int,
+    options: Mapping[str, Any] | None = None,
+) -> np.ndarray:
+    """Estimator ``name``'s full-horizon estimate per particle: ``(len(keys), size(θ))``.
+
+    Particle ``i`` meets the tasks :func:`particle_truths` differentiates for ``keys[i]``.
+
+    Example:
+      >>> import jax
+      >>> from metaopt.diagnostics.problems import quadratic_learning_rates
+      >>> keys = jax.random.split(jax.random.key(0), 3)
+      >>> particle_estimates(quadratic_learning_rates(dim=4), "es", keys, truncation=2,
+      ...     horizon=4).shape
+      (3, 4)
+    """
+    est = make_estimator(problem, name, truncation=truncation, horizon=horizon, options=options)
+    final_only = _objective(problem).final_only
+
+    def one(key):
+        return horizon_estimate(est, problem.theta, key, horizon=horizon, final_only=final_only)
+
+    return _flatten(_run_once(jax.vmap(one), keys))

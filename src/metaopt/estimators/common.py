@@ -1,0 +1,72 @@
+"""Argument checks and perturbations shared by the estimator factories."""
+
+import jax
+import jax.numpy as jnp
+
+from metaopt.core import checks
+from metaopt.core.types import MetaLearner, TaskFamily, Theta
+from metaopt.estimators.objectives import Objective, trajectory_mean
+from metaopt.estimators.schedules import HorizonSchedule, as_schedule
+
+
+def check_problem(
+    learner: MetaLearner,
+    family: TaskFamily,
+    horizon: "int | HorizonSchedule",
+    truncation: int | None,
+    objective: Objective | None,
+) -> tuple[HorizonSchedule, Objective]:
+    """Checks what every estimator is given; returns the schedule and objective."""
+    if not isinstance(learner, MetaLearner):
+        raise TypeError(
+            f"learner must be a MetaLearner (e.g. metaopt.learned_optimizer(lopt)), "
+            f"got {type(learner).__name__}"
+        )
+    if not isinstance(family, TaskFamily):
+        raise TypeError(f"family must be a TaskFamily, got {type(family).__name__}")
+    if truncation is not None:
+        truncation = checks.positive_int("truncation", truncation)
+    schedule = as_schedule(horizon, truncation)
+    objective = trajectory_mean() if objective is None else objective
+    if not isinstance(objective, Objective):
+        raise TypeError(f"objective must be an Objective, got {type(objective).__name__}")
+    if objective.weights is not None and objective.weights.shape != (schedule.max_horizon,):
+        raise ValueError(
+            f"objective weights must have shape (max_horizon,) = ({schedule.max_horizon},), "
+            f"got {objective.weights.shape}"
+        )
+    if objective.name.startswith("eval") and family.eval_loss is None:
+        raise ValueError(
+            f"objective {objective.name!r} needs family.eval_loss, but task family "
+            f"{family.name!r} has none"
+        )
+    return schedule, objective
+
+
+def check_std(std: float) -> float:
+    """The perturbation standard deviation σ of ES and PES."""
+    return checks.positive_float("std", std)
+
+
+def perturbations(theta: Theta, key: jax.Array, num: int, std: float) -> Theta:
+    """``num`` Gaussian perturbations ε ~ N(0, σ² I) of ``theta`` (a leading axis).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> eps = perturbations({"a": jnp.zeros(3)}, jax.random.key(0), 4, 0.1)
+      >>> eps["a"].shape
+      (4, 3)
+    """
+    leaves, treedef = jax.tree.flatten(theta)
+    keys = jax.random.split(key, len(leaves))
+    eps = [
+        std * jax.random.normal(k, (num, *jnp.shape(x)), jnp.result_type(x))
+        for k, x in zip(keys, leaves, strict=True)
+    ]
+    return jax.tree.unflatten(treedef, eps)
+
+
+def weighted_mean(weights: jax.Array, tree: Theta) -> Theta:
+    """Σ_i weights[i] · tree[i] / n over the leading axis of every leaf."""
+    n = weights.shape[0]
+    return jax.tree.map(lambda x: jnp.tensordot(weights, x, axes=1) / n, tree)

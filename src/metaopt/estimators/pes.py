@@ -1,0 +1,156 @@
+"""Persistent evolution strategies (PES).
+
+Vicol, Metz and Sohl-Dickstein 2021, "Unbiased gradient estimation in unrolled
+computation graphs with persistent evolution strategies" (ICML 2021, arXiv 2112.13835).
+Each particle keeps a θ + ε trajectory and a θ − ε trajectory that persist across
+truncations, each truncation drawing a fresh ε, and accumulates ξ = Σ ε over the
+truncations of its current task. The estimate of one truncation
+
+    g = mean over pairs of (L(θ + ε) − L(θ − ε)) ξ / (2σ²)
+
+uses the accumulated ξ rather than the current ε alone, which credits θ for its effect on
+the state carried in from earlier truncations: summed over a task's truncations, g is an
+unbiased gradient of the Gaussian-smoothed full-horizon objective, with memory
+independent of the horizon. When a task reaches its horizon mid-truncation and is
+replaced, the measurements before the replacement are weighed with ξ and those after it
+with ε alone, and ξ restarts at ε.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from metaopt.core import checks
+from metaopt.core.types import Estimator, MetaLearner, TaskFamily, Theta, with_data
+from metaopt.estimators.antithetic import init_particles, particle_keys, run_pairs
+from metaopt.estimators.common import check_problem, check_std, perturbations, weighted_mean
+from metaopt.estimators.objectives import Objective
+from metaopt.estimators.schedules import HorizonSchedule
+from metaopt.estimators.truncation import TaskState, weighted_sum
+
+
+class PESState(NamedTuple):
+    """Per particle (a leading particle axis): both trajectories and the accumulated ξ."""
+
+    pos: TaskState
+    neg: TaskState
+    accumulated: Theta
+
+
+def pes(
+    learner: MetaLearner,
+    family: TaskFamily,
+    *,
+    num_tasks: int,
+    truncation: int,
+    horizon: "int | HorizonSchedule" = 100,
+    objective: Objective | None = None,
+    std: float = 0.01,
+    num_perturbations: int = 1,
+    desync: bool = False,
+) -> Estimator:
+    """The PES estimator.
+
+    Args:
+      learner: what is meta-learned.
+      family: the task family.
+      num_tasks: tasks per meta-batch.
+      truncation: inner steps per estimate.
+      horizon: steps per task before it is replaced, or a horizon schedule.
+      objective: the meta-objective (any measurement; it need not be differentiable).
+      std: σ, the standard deviation of the perturbations.
+      num_perturbations: antithetic pairs per task.
+      desync: start tasks at random step offsets.
+
+    Returns:
+      An :class:`~metaopt.Estimator` whose state is a :class:`PESState`;
+      ``function_steps`` counts both trajectories of every pair.
+
+    Example:
+      >>> import jax
+      >>> from metaopt import learned_optimizer, mlp_optimizer, quadratic_family
+      >>> learner = learned_optimizer(mlp_optimizer())
+      >>> est = pes(learner, quadratic_family(), num_tasks=4, truncation=5, horizon=10)
+      >>> theta = learner.init(jax.random.key(0))
+      >>> grad, state, metrics = est.estimate(
+      ...     theta, est.init(theta, jax.random.key(1)), jax.random.key(2))
+      >>> state.pos.inner.step.shape, est.function_steps
+      ((4,), 40)
+    """
+    num_tasks = checks.positive_int("num_tasks", num_tasks)
+    num_perturbations = checks.positive_int("num_perturbations", num_perturbations)
+    std = check_std(std)
+    schedule, objective = check_problem(learner, family, horizon, truncation, objective)
+    n = num_tasks * num_perturbations
+    config = dict(
+        num_tasks=num_tasks,
+        truncation=truncation,
+        schedule=schedule.name,
+        min_horizon=schedule.min_horizon,
+        max_horizon=schedule.max_horizon,
+        objective=objective.name,
+        std=std,
+        num_perturbations=num_perturbations,
+        desync=bool(desync),
+    )
+
+    def build(fam: TaskFamily) -> Estimator:
+        def init(theta, key):
+            tasks = init_particles(
+                learner, fam, schedule, theta, key, num_tasks, num_perturbations, desync=desync
+            )
+            zeros = jax.tree.map(lambda x: jnp.zeros((n, *jnp.shape(x)), jnp.result_type(x)), theta)
+            return PESState(tasks, tasks, zeros)
+
+        def estimate(theta, state: PESState, key):
+            k_eps, k_run = jax.random.split(key)
+            eps = perturbations(theta, k_eps, n, std)
+            keys = particle_keys(k_run, num_tasks, num_perturbations)
+            pos, neg, tr_pos, tr_neg = run_pairs(
+                learner,
+                fam,
+                objective,
+                schedule,
+                theta,
+                eps,
+                state.pos,
+                state.neg,
+                keys,
+                truncation,
+            )
+            replaced = tr_pos.replaced
+            diff_before = weighted_sum(tr_pos, ~replaced) - weighted_sum(tr_neg, ~replaced)
+            diff_after = weighted_sum(tr_pos, replaced) - weighted_sum(tr_neg, replaced)
+            accumulated = jax.tree.map(jnp.add, state.accumulated, eps)
+            scale = 1 / (2 * std**2)
+            grad = jax.tree.map(
+                jnp.add,
+                weighted_mean(diff_before * scale, accumulated),
+                weighted_mean(diff_after * scale, eps),
+            )
+            restarted = replaced[:, -1]
+            accumulated = jax.tree.map(
+                lambda a, e: jnp.where(restarted.reshape(-1, *[1] * (a.ndim - 1)), e, a),
+                accumulated,
+                eps,
+            )
+            l_pos, l_neg = weighted_sum(tr_pos), weighted_sum(tr_neg)
+            metrics = {
+                "meta_loss": jnp.mean(l_pos + l_neg) / 2,
+                "loss": (jnp.mean(tr_pos.loss) + jnp.mean(tr_neg.loss)) / 2,
+            }
+            return grad, PESState(pos, neg, accumulated), metrics
+
+        return Estimator(
+            name="pes",
+            config=config,
+            init=init,
+            estimate=estimate,
+            function_steps=2 * n * truncation,
+            learner=learner,
+            data=fam.data,
+            bind=lambda data: build(with_data(family, data)),
+        )
+
+    return build(family)

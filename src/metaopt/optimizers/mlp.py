@@ -1,0 +1,167 @@
+"""A per-parameter MLP learned optimizer with momentum and second-moment features.
+
+After Metz et al. 2022, "Practical tradeoffs between memory, compute, and performance
+in learned optimizers" (arXiv 2203.11860): a small MLP shared by every coordinate reads
+features of that coordinate's gradient history and outputs a direction ``d`` and a
+log-magnitude ``m``; the update is ``d · exp(α·m) · β``. Features are normalized by
+their second moment across each tensor, and a tanh embedding of the step number,
+shared by all coordinates, enters as a per-tensor bias of the first layer.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from metaopt.core import checks
+from metaopt.core.types import LearnedOptimizer, Params, PyTree, Theta
+
+MOMENTUM_DECAYS = (0.5, 0.9, 0.99)
+SECOND_MOMENT_DECAY = 0.999
+TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5)
+NUM_FEATURES = 2 + 2 * len(MOMENTUM_DECAYS) + 2  # g, p, m_i, m_i/√v, √v, g/√v
+EPS = 1e-8
+
+
+class MLPLOptState(NamedTuple):
+    """Per-parameter accumulators and the step count.
+
+    Attributes:
+      momenta: one tree per decay in ``MOMENTUM_DECAYS``, each shaped like the params.
+      second_moment: running mean of g², shaped like the params.
+      count: number of updates so far (int32).
+    """
+
+    momenta: tuple[PyTree, ...]
+    second_moment: PyTree
+    count: jax.Array
+
+
+def _features(g, p, momenta, v):
+    rsqrt = jax.lax.rsqrt(v + EPS)
+    feats = [g, p, *momenta, *(m * rsqrt for m in momenta), jnp.sqrt(v), g * rsqrt]
+    # Feature-major (features, coordinates): every elementwise op then runs along the
+    # long, contiguous coordinate axis.
+    x = jnp.stack([f.reshape(-1) for f in feats], axis=0)
+    # Normalize each feature by its root mean square over the tensor.
+    return x * jax.lax.rsqrt(jnp.mean(x * x, axis=1, keepdims=True) + EPS)
+
+
+def mlp_optimizer(
+    hidden_size: int = 32,
+    num_hidden_layers: int = 2,
+    step_mult: float = 1e-3,
+    exp_mult: float = 1e-3,
+) -> LearnedOptimizer:
+    """Builds the per-parameter MLP learned optimizer.
+
+    Args:
+      hidden_size: width of each hidden layer (32 in Metz et al. 2022).
+      num_hidden_layers: hidden layers of the MLP (2 in Metz et al. 2022).
+      step_mult: β, the scale of the update.
+      exp_mult: α, the scale of the log-magnitude output.
+
+    Returns:
+      A :class:`~metaopt.core.types.LearnedOptimizer`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> lopt = mlp_optimizer()
+      >>> theta = lopt.init(jax.random.key(0))
+      >>> params = {"w": jnp.ones((3, 2))}
+      >>> state = lopt.init_state(theta, params)
+      >>> updates, state = lopt.update(theta, params, state, params)
+      >>> updates["w"].shape, int(state.count)
+      ((3, 2), 1)
+    """
+    hidden_size = checks.positive_int("hidden_size", hidden_size)
+    num_hidden_layers = checks.positive_int("num_hidden_layers", num_hidden_layers)
+    step_mult = checks.positive_float("step_mult", step_mult)
+    exp_mult = checks.positive_float("exp_mult", exp_mult)
+    config = dict(
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        step_mult=step_mult,
+        exp_mult=exp_mult,
+    )
+    timescales = jnp.asarray(TIMESCALES)
+
+    def init(key: jax.Array) -> Theta:
+        sizes = [NUM_FEATURES] + [hidden_size] * num_hidden_layers + [2]
+        keys = jax.random.split(key, len(sizes))
+        layers = [
+            {
+                "w": jax.random.normal(k, (n_in, n_out)) * jnp.sqrt(2.0 / n_in),
+                "b": jnp.zeros((n_out,)),
+            }
+            for k, n_in, n_out in zip(keys[:-1], sizes[:-1], sizes[1:], strict=True)
+        ]
+        layers[-1]["w"] = layers[-1]["w"] * 0.1
+        step_embed = jax.random.normal(keys[-1], (len(TIMESCALES), hidden_size)) * 0.1
+        return {"layers": layers, "step_embed": step_embed}
+
+    def init_state(theta: Theta, params: Params) -> MLPLOptState:
+        del theta
+        checks.float_tree("params", params)
+        zeros = lambda: jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)  # noqa: E731
+        return MLPLOptState(
+            momenta=tuple(zeros() for _ in MOMENTUM_DECAYS),
+            second_moment=zeros(),
+            count=jnp.zeros((), jnp.int32),
+        )
+
+    def leaf_update(theta, g, p, momenta, v, step_bias):
+        dtype = theta["layers"][0]["w"].dtype
+        g32 = g.astype(dtype)
+        momenta = tuple(
+            b * m + (1 - b) * g32 for b, m in zip(MOMENTUM_DECAYS, momenta, strict=True)
+        )
+        v = SECOND_MOMENT_DECAY * v + (1 - SECOND_MOMENT_DECAY) * g32 * g32
+        x = _features(g32, p.astype(dtype), momenta, v)
+        layers = theta["layers"]
+        x = jax.nn.relu(layers[0]["w"].T @ x + (layers[0]["b"] + step_bias)[:, None])
+        for layer in layers[1:-1]:
+            x = jax.nn.relu(layer["w"].T @ x + layer["b"][:, None])
+        out = layers[-1]["w"].T @ x + layers[-1]["b"][:, None]
+        direction, magnitude = out[0], out[1]
+        step = direction * jnp.exp(exp_mult * magnitude) * step_mult
+        return step.reshape(g.shape).astype(g.dtype), momenta, v
+
+    def update(
+        theta: Theta, grads: PyTree, state: MLPLOptState, params: Params | None = None
+    ) -> tuple[PyTree, MLPLOptState]:
+        if params is None:
+            raise ValueError("params must be given: the MLP learned optimizer reads them")
+        checks.float_tree("grads", grads)
+        treedef = jax.tree.structure(grads)
+        checks.same_structure(
+            "grads", treedef, jax.tree.structure(state.second_moment), "the optimizer state"
+        )
+        checks.same_structure("params", jax.tree.structure(params), treedef, "grads")
+        count = state.count + 1
+        embed = jnp.tanh(count.astype(jnp.float32) / timescales)
+        step_bias = embed @ theta["step_embed"]
+        g_leaves = treedef.flatten_up_to(grads)
+        p_leaves = treedef.flatten_up_to(params)
+        v_leaves = treedef.flatten_up_to(state.second_moment)
+        m_leaves = [treedef.flatten_up_to(m) for m in state.momenta]
+        for g, v in zip(g_leaves, v_leaves, strict=True):
+            if jnp.shape(g) != jnp.shape(v):
+                raise ValueError(
+                    f"grads leaf of shape {jnp.shape(g)} does not match the optimizer state "
+                    f"leaf of shape {jnp.shape(v)}"
+                )
+        results = [
+            leaf_update(theta, g, p, tuple(m[i] for m in m_leaves), v, step_bias)
+            for i, (g, p, v) in enumerate(zip(g_leaves, p_leaves, v_leaves, strict=True))
+        ]
+        updates = treedef.unflatten([r[0] for r in results])
+        momenta = tuple(
+            treedef.unflatten([r[1][k] for r in results]) for k in range(len(MOMENTUM_DECAYS))
+        )
+        second = treedef.unflatten([r[2] for r in results])
+        return updates, MLPLOptState(momenta=momenta, second_moment=second, count=count)
+
+    return LearnedOptimizer(
+        name="mlp", config=config, init=init, init_state=init_state, update=update
+    )
