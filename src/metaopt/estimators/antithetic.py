@@ -13,7 +13,14 @@ import jax.numpy as jnp
 from metaopt.core.types import MetaLearner, TaskFamily, Theta
 from metaopt.estimators.objectives import Objective
 from metaopt.estimators.schedules import HorizonSchedule
-from metaopt.estimators.truncation import TaskState, Trace, init_tasks, run_truncation
+from metaopt.estimators.truncation import (
+    TaskState,
+    Trace,
+    advance,
+    init_tasks,
+    new_task,
+    reaches_horizon,
+)
 
 
 def init_particles(
@@ -49,13 +56,39 @@ def run_pairs(
     keys: jax.Array,
     length: int,
 ) -> tuple[TaskState, TaskState, Trace, Trace]:
-    """Advances each particle's θ+ε trajectory from ``pos`` and θ−ε one from ``neg``."""
+    """Advances each particle's θ+ε trajectory from ``pos`` and θ−ε one from ``neg``.
 
-    def one(e, p, n, k):
-        th_pos = jax.tree.map(jnp.add, theta, e)
-        th_neg = jax.tree.map(jnp.subtract, theta, e)
-        p, trace_pos = run_truncation(learner, family, objective, schedule, th_pos, p, k, length)
-        n, trace_neg = run_truncation(learner, family, objective, schedule, th_neg, n, k, length)
-        return p, n, trace_pos, trace_neg
+    Each trajectory is :func:`~metaopt.estimators.truncation.run_truncation` with its
+    particle's key. Both trajectories of a pair run in one batch, one loop over the
+    inner steps for all of them, and what a pair shares (its step keys, its
+    replacement task when the learner's initialization ignores θ) is computed once.
+    Replacement tasks are drawn only in truncations where some task reaches its
+    horizon.
+    """
+    k_fresh, k_steps = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+    # A pair axis inside the particle axis: (particle, sign, ...).
+    thetas = jax.tree.map(lambda t, e: jnp.stack([t + e, t - e], axis=1), theta, eps)
+    tasks = jax.tree.map(lambda p, n: jnp.stack([p, n], axis=1), pos, neg)
 
-    return jax.vmap(one)(eps, pos, neg, keys)
+    def draw_fresh():
+        def pair(th, k):
+            return jax.vmap(lambda t: new_task(learner, family, schedule, t, k))(th)
+
+        return jax.vmap(pair)(thetas, k_fresh)
+
+    def no_fresh():
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(draw_fresh))
+
+    fresh = jax.lax.cond(reaches_horizon(tasks, length), draw_fresh, no_fresh)
+
+    def pair(th, task, new, k):
+        def one(t, tk, nw):
+            return advance(learner, family, objective, t, tk, nw, k, length)
+
+        return jax.vmap(one)(th, task, new)
+
+    tasks, trace = jax.vmap(pair)(thetas, tasks, fresh, k_steps)
+    (pos, trace_pos), (neg, trace_neg) = (
+        jax.tree.map(lambda x, i=i: x[:, i], (tasks, trace)) for i in (0, 1)
+    )
+    return pos, neg, trace_pos, trace_neg

@@ -193,9 +193,75 @@ def run_truncation(
       >>> int(task.inner.step), trace.loss.shape
       (5, (5,))
     """
-    tx = learner.tx(theta)
     k_fresh, k_steps = jax.random.split(key)
     fresh = new_task(learner, family, schedule, theta, k_fresh)
+    return advance(
+        learner,
+        family,
+        objective,
+        theta,
+        task,
+        fresh,
+        k_steps,
+        length,
+        second_order=second_order,
+        remat=remat,
+    )
+
+
+def reaches_horizon(task: TaskState, length: int) -> jax.Array:
+    """Whether any of ``task`` (any leading axes) reaches its horizon within ``length`` steps.
+
+    Only then does :func:`advance` read its replacement task, so a caller may skip
+    drawing one otherwise.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from metaopt.core.unroll import InnerState
+      >>> task = TaskState(None, InnerState(None, None, jnp.array([0, 7])), jnp.array([10, 10]))
+      >>> bool(reaches_horizon(task, 3)), bool(reaches_horizon(task, 4))
+      (False, True)
+    """
+    return jnp.any(task.inner.step + length > task.horizon)
+
+
+def advance(
+    learner: MetaLearner,
+    family: TaskFamily,
+    objective: Objective,
+    theta: Theta,
+    task: TaskState,
+    fresh: TaskState,
+    key: jax.Array,
+    length: int,
+    *,
+    second_order: bool = False,
+    remat: str = "step",
+) -> tuple[TaskState, Trace]:
+    """:func:`run_truncation` with the replacement task given.
+
+    ``run_truncation(..., task, key, length)`` is ``advance(..., task, fresh, k_steps,
+    length)`` with ``k_fresh, k_steps = jax.random.split(key)`` and ``fresh =
+    new_task(..., k_fresh)``. ``fresh`` is read only if the task reaches its horizon
+    (:func:`reaches_horizon`), so where it does not, any task of the same structure
+    will do.
+
+    Args:
+      learner: the meta-learner.
+      family: the task family.
+      objective: what is measured after each update.
+      theta: the meta-parameters.
+      task: where the task stands.
+      fresh: the task that replaces it when it reaches its horizon.
+      key: the randomness of the inner steps (minibatches, measurements).
+      length: inner steps (a Python int).
+      second_order: see :func:`run_truncation`.
+      remat: see :func:`scan_with_remat`.
+
+    Returns:
+      ``(task, trace)`` as :func:`run_truncation`.
+    """
+    tx = learner.tx(theta)
     loss_and_grad = jax.value_and_grad(family.loss, argnums=1)
 
     def step(carry, step_key):
@@ -216,7 +282,7 @@ def run_truncation(
         return (task, replaced), Trace(loss, measure, coef, replaced)
 
     (task, _), trace = scan_with_remat(
-        step, (task, jnp.zeros((), bool)), jax.random.split(k_steps, length), length, remat
+        step, (task, jnp.zeros((), bool)), jax.random.split(key, length), length, remat
     )
     return task, trace
 
