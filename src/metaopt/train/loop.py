@@ -189,6 +189,45 @@ def _advance(state: MetaTrainState, arrays: MetaState, metrics: dict, seconds: f
     return state, record
 
 
+def _timed_step(step_fn, estimator: Estimator, state, k_train, start, wall_start: float):
+    """Runs meta-step ``state.step`` and returns the new state and its record."""
+    t0 = time.perf_counter()
+    arrays, metrics = step_fn(
+        estimator.data,
+        state.theta,
+        state.meta_state,
+        state.estimator_state,
+        jax.random.fold_in(k_train, state.step),
+    )
+    metrics = jax.device_get(metrics)
+    state, record = _advance(state, arrays, metrics, time.perf_counter() - t0)
+    steps = state.step - start.step
+    record["seconds"] = state.seconds
+    record["function_steps_per_second"] = (
+        steps * estimator.function_steps / (state.seconds - start.seconds)
+    )
+    state = state._replace(wall_seconds=start.wall_seconds + time.perf_counter() - wall_start)
+    record["wall_seconds"] = state.wall_seconds
+    return state, record
+
+
+def _result(estimator: Estimator, start, state, history, compile_seconds, stopped):
+    ran = state.seconds - start.seconds
+    steps_run = state.step - start.step
+    validated = not np.isnan(state.best_validation_loss)
+    return MetaTrainResult(
+        theta=state.best_theta if validated else state.theta,
+        last_theta=state.theta,
+        history=history,
+        best_validation_loss=state.best_validation_loss,
+        seconds=ran,
+        compile_seconds=compile_seconds,
+        function_steps_per_second=steps_run * estimator.function_steps / ran if ran > 0 else 0.0,
+        state=state,
+        stopped=stopped,
+    )
+
+
 def meta_train(
     estimator: Estimator,
     key: jax.Array,
@@ -263,31 +302,13 @@ def meta_train(
     compile_seconds = time.perf_counter() - t_compile
     k_train = run_keys(key)[2]
     history: list[dict[str, Any]] = []
-    start_step, start_seconds, start_wall = state.step, state.seconds, state.wall_seconds
+    start = state
     stopped = False
     try:
         for hook in all_hooks:
             state = hook.start(state) if hook.start else state
         while state.step < num_steps:
-            t0 = time.perf_counter()
-            arrays, metrics = step_fn(
-                estimator.data,
-                state.theta,
-                state.meta_state,
-                state.estimator_state,
-                jax.random.fold_in(k_train, state.step),
-            )
-            metrics = jax.device_get(metrics)
-            state, record = _advance(state, arrays, metrics, time.perf_counter() - t0)
-            ran = state.seconds - start_seconds
-            record |= {
-                "seconds": state.seconds,
-                "function_steps_per_second": (state.step - start_step)
-                * estimator.function_steps
-                / ran,
-            }
-            state = state._replace(wall_seconds=start_wall + time.perf_counter() - wall_start)
-            record["wall_seconds"] = state.wall_seconds
+            state, record = _timed_step(step_fn, estimator, state, k_train, start, wall_start)
             for hook in all_hooks:
                 state = hook.step(state, record) if hook.step else state
             history.append(record)
@@ -300,17 +321,4 @@ def meta_train(
         for hook in all_hooks:
             if hook.end:
                 hook.end(state)
-    ran = state.seconds - start_seconds
-    steps_run = state.step - start_step
-    validated = not np.isnan(state.best_validation_loss)
-    return MetaTrainResult(
-        theta=state.best_theta if validated else state.theta,
-        last_theta=state.theta,
-        history=history,
-        best_validation_loss=state.best_validation_loss,
-        seconds=ran,
-        compile_seconds=compile_seconds,
-        function_steps_per_second=steps_run * estimator.function_steps / ran if ran > 0 else 0.0,
-        state=state,
-        stopped=stopped,
-    )
+    return _result(estimator, start, state, history, compile_seconds, stopped)
