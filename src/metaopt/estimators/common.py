@@ -43,6 +43,34 @@ def check_problem(
     return schedule, objective
 
 
+def truncated_config(
+    num_tasks: int,
+    truncation: int,
+    schedule: HorizonSchedule,
+    objective: Objective,
+    desync: bool,
+    **extra,
+) -> dict:
+    """The ``config`` record every truncated estimator reports, plus its own settings.
+
+    Example:
+      >>> from metaopt.estimators.schedules import constant_schedule
+      >>> cfg = truncated_config(4, 5, constant_schedule(10), trajectory_mean(), False, std=0.1)
+      >>> cfg["max_horizon"], cfg["objective"], cfg["std"]
+      (10, 'mean', 0.1)
+    """
+    return dict(
+        num_tasks=num_tasks,
+        truncation=truncation,
+        schedule=schedule.name,
+        min_horizon=schedule.min_horizon,
+        max_horizon=schedule.max_horizon,
+        objective=objective.name,
+        desync=bool(desync),
+        **extra,
+    )
+
+
 def check_std(std: float) -> float:
     """The perturbation standard deviation σ of ES and PES."""
     return checks.positive_float("std", std)

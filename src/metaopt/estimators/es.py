@@ -20,7 +20,13 @@ import jax.numpy as jnp
 from metaopt.core import checks
 from metaopt.core.types import Estimator, MetaLearner, TaskFamily, with_data
 from metaopt.estimators.antithetic import init_particles, particle_keys, run_pairs
-from metaopt.estimators.common import check_problem, check_std, perturbations, weighted_mean
+from metaopt.estimators.common import (
+    check_problem,
+    check_std,
+    perturbations,
+    truncated_config,
+    weighted_mean,
+)
 from metaopt.estimators.objectives import Objective
 from metaopt.estimators.schedules import HorizonSchedule
 from metaopt.estimators.truncation import weighted_sum
@@ -71,16 +77,14 @@ def es(
     std = check_std(std)
     schedule, objective = check_problem(learner, family, horizon, truncation, objective)
     n = num_tasks * num_perturbations
-    config = dict(
-        num_tasks=num_tasks,
-        truncation=truncation,
-        schedule=schedule.name,
-        min_horizon=schedule.min_horizon,
-        max_horizon=schedule.max_horizon,
-        objective=objective.name,
+    config = truncated_config(
+        num_tasks,
+        truncation,
+        schedule,
+        objective,
+        desync,
         std=std,
         num_perturbations=num_perturbations,
-        desync=bool(desync),
     )
 
     def build(fam: TaskFamily) -> Estimator:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from metaopt.core import checks
 from metaopt.core.types import Estimator, MetaLearner, TaskFamily, with_data
-from metaopt.estimators.common import check_problem
+from metaopt.estimators.common import check_problem, truncated_config
 from metaopt.estimators.objectives import Objective
 from metaopt.estimators.schedules import HorizonSchedule
 from metaopt.estimators.truncation import REMAT_POLICIES, init_tasks, run_truncation, weighted_sum
@@ -69,15 +69,13 @@ def tbptt(
     if remat not in REMAT_POLICIES:
         raise ValueError(f"remat must be one of {list(REMAT_POLICIES)}, got {remat!r}")
     schedule, objective = check_problem(learner, family, horizon, truncation, objective)
-    config = dict(
-        num_tasks=num_tasks,
-        truncation=truncation,
-        schedule=schedule.name,
-        min_horizon=schedule.min_horizon,
-        max_horizon=schedule.max_horizon,
-        objective=objective.name,
+    config = truncated_config(
+        num_tasks,
+        truncation,
+        schedule,
+        objective,
+        desync,
         second_order=bool(second_order),
-        desync=bool(desync),
         remat=remat,
     )
 
