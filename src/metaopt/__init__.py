@@ -7,6 +7,7 @@ ones before it): ``core`` (protocols, unroll, optax adapter), ``tasks``, ``optim
 """
 
 from metaopt.core.optax_adapter import as_optax
+from metaopt.core.sharding import replicate, shard_tasks, task_mesh
 from metaopt.core.types import Estimator, LearnedOptimizer, MetaLearner, TaskFamily
 from metaopt.core.unroll import InnerState, init_inner, unroll
 from metaopt.estimators.es import es
@@ -92,7 +93,10 @@ __all__ = [
     "pretrained",
     "pretrained_names",
     "quadratic_family",
+    "replicate",
     "save",
+    "shard_tasks",
+    "task_mesh",
     "tbptt",
     "trajectory_mean",
     "tune_learning_rate",

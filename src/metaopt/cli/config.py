@@ -23,8 +23,10 @@ OBJECTIVES = ("mean", "final", "eval_mean", "eval_final")
 REMAT = ("none", "step", "nested")
 # Keys that change how a run is watched or saved, not what it computes; a resumed run
 # may change them.
+# ``devices`` is one of them: a run's result does not depend on the device count beyond
+# float rounding, and checkpoints do not record it.
 OPERATIONAL = frozenset(
-    {"checkpoint_every", "keep_checkpoints", "max_consecutive_skips", "progress"}
+    {"checkpoint_every", "keep_checkpoints", "max_consecutive_skips", "progress", "devices"}
 )
 
 
@@ -70,6 +72,10 @@ class TrainConfig:
       keep_checkpoints: how many recent checkpoints to keep (the best is kept too).
       max_consecutive_skips: stop after this many non-finite meta-updates in a row.
       progress: show a progress bar.
+      devices: how many devices the task batch is split over (a multiple of the
+        number of processes; ``tasks`` must be a multiple of it); None for all
+        visible devices. On a CPU, ``metaopt train --devices N`` makes JAX present
+        the cores as N devices.
 
     Example:
       >>> TrainConfig(epochs=5).epochs
@@ -107,6 +113,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     max_consecutive_skips: int = 20
     progress: bool = True
+    devices: int | None = None
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -133,7 +140,7 @@ _CHOICES = {
     "objective": OBJECTIVES,
     "remat": REMAT,
 }
-_OPTIONAL = {"remat", "min_horizon", "clip", "log_and_sign_p"}
+_OPTIONAL = {"remat", "min_horizon", "clip", "log_and_sign_p", "devices"}
 _BOOLS = {"progress", "desync", "second_order"}
 _POSITIVE_INTS = {
     "epochs",
@@ -147,6 +154,7 @@ _POSITIVE_INTS = {
     "max_consecutive_skips",
     "perturbations",
     "min_horizon",
+    "devices",
 }
 _POSITIVE_FLOATS = {"meta_lr", "output_scale", "log_and_sign_p", "std", "clip"}
 
@@ -231,7 +239,7 @@ def resolve(
       saved: the configuration of the run being resumed, if any. Values in ``given``
         must then agree with it, except for the operational keys
         (``checkpoint_every``, ``keep_checkpoints``, ``max_consecutive_skips``,
-        ``progress``).
+        ``progress``, ``devices``).
       source: names the values in error messages.
 
     Raises:

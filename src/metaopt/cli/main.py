@@ -178,6 +178,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this many non-finite meta-updates in a row (default 20)",
     )
     flag("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    flag(
+        "--devices",
+        type=_positive_int,
+        help="devices to split the task batch over, from all processes (default: all "
+        "visible); on a CPU, JAX presents the cores as this many devices",
+    )
+    hosts = train.add_argument_group(
+        "several processes", "run one metaopt train per host, with the same flags and --out"
+    )
+    hosts.add_argument("--coordinator-address", help="host:port of process 0")
+    hosts.add_argument("--num-processes", type=_positive_int, help="processes in the job")
+    hosts.add_argument("--process-id", type=_non_negative_int, help="this process's index")
+    hosts.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a job described by the cluster's environment (Slurm, Open MPI, Cloud TPU)",
+    )
 
     plot = sub.add_parser("plot", help="write PNGs of a run's meta-training curves")
     plot.add_argument("run_dir", type=Path, help="a directory written by metaopt train")
@@ -193,18 +210,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_NOT_CONFIG = {
+    "command",
+    "out",
+    "config",
+    "resume",
+    "coordinator_address",
+    "num_processes",
+    "process_id",
+    "distributed",
+}
+
+
 def _train(args: argparse.Namespace) -> int:
     from metaopt.cli.config import read_toml, resolve
+    from metaopt.cli.hosts import start_jax
     from metaopt.cli.run import saved_config, train_run
 
     given = read_toml(args.config) if args.config is not None else {}
-    flags = {k: v for k, v in vars(args).items() if k not in {"command", "out", "config", "resume"}}
+    flags = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
     given |= flags
     source = "--config and flags"
     if args.resume:
         config = resolve(given, saved_config(args.out), source=source)
     else:
         config = resolve(given, source=source)
+    start_jax(
+        config.devices,
+        coordinator_address=args.coordinator_address,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+        distributed=args.distributed,
+    )
     outcome = train_run(config, args.out, resume=args.resume)
     print(outcome.message, file=sys.stderr if outcome.status != "completed" else sys.stdout)
     if outcome.status == "stopped":

@@ -16,6 +16,7 @@ the run that was never stopped.
 
 import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
@@ -28,9 +29,18 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from metaopt.cli.config import OPERATIONAL, TASKS, TrainConfig, read_toml, to_toml
 from metaopt.core.files import atomic_write, prepare_dir, write_json
+from metaopt.core.sharding import (
+    any_process,
+    barrier,
+    check_divisible,
+    is_main_process,
+    select_devices,
+    task_mesh,
+)
 from metaopt.core.types import Estimator, LearnedOptimizer, TaskFamily, Theta
 from metaopt.estimators.es import es
 from metaopt.estimators.full_bptt import full_bptt
@@ -198,6 +208,25 @@ def _components(config: TrainConfig):
     )
 
 
+def run_mesh(config: TrainConfig) -> Mesh | None:
+    """The mesh a run's task batch is split over; None for one device in one process.
+
+    ``config.devices`` devices (all visible ones if None), the same number from every
+    process; ``config.tasks`` and ``config.validation_tasks`` must be multiples of it.
+
+    Example:
+      >>> run_mesh(TrainConfig(devices=1)) is None
+      True
+    """
+    devices = select_devices(config.devices)
+    if len(devices) == 1 and jax.process_count() == 1:
+        return None
+    mesh = task_mesh(devices)
+    check_divisible("tasks", config.tasks, mesh)
+    check_divisible("validation_tasks", config.validation_tasks, mesh)
+    return mesh
+
+
 def initial_state(config: TrainConfig) -> MetaTrainState:
     """The state a run of ``config`` starts from; also the template its checkpoints load into.
 
@@ -333,6 +362,7 @@ def checkpointed_meta_train(
     validate: Callable[[Theta], float] | None = None,
     validate_every: int = 50,
     progress: bool = True,
+    mesh: Mesh | None = None,
 ) -> MetaTrainRun:
     """:func:`~metaopt.train.loop.meta_train` in directory ``out``, checkpointed and resumable.
 
@@ -357,32 +387,45 @@ def checkpointed_meta_train(
       validate: ``validate(theta) -> loss``; the best θ is kept.
       validate_every: meta-steps between validations.
       progress: show a progress bar.
+      mesh: split the task batch over this mesh's devices. In a multi-process run
+        every process calls this function with the same arguments; all of them read
+        ``out`` (a directory they share) and only process 0 writes there.
 
     Returns:
       A :class:`MetaTrainRun`.
     """
     out = Path(out)
-    ckpt_dir = prepare_dir(out / "checkpoints", "out/checkpoints")
-    state = init_meta_train_state(estimator, key, meta_optimizer=meta_optimizer)
+    main = is_main_process()
+    ckpt_dir = prepare_dir(out / "checkpoints", "out/checkpoints") if main else out / "checkpoints"
+    state = init_meta_train_state(estimator, key, meta_optimizer=meta_optimizer, mesh=mesh)
     if resume:
         _check_same_run(ckpt_dir, config, may_change)
         state, _, path = restore_latest(ckpt_dir, state)
-        print(f"resuming from {path} (meta-step {state.step})", file=sys.stderr)
-    else:
+        if main:
+            print(f"resuming from {path} (meta-step {state.step})", file=sys.stderr)
+    elif main:
         for _, _, old in checkpoint_steps(ckpt_dir):
             old.unlink()
     metrics_path = out / "metrics.jsonl"
-    kept = _read_metrics(metrics_path, state.step) if resume else b""
-    atomic_write(metrics_path, lambda f: f.write(kept))
+    if main:
+        kept = _read_metrics(metrics_path, state.step) if resume else b""
+        atomic_write(metrics_path, lambda f: f.write(kept))
 
     latest: list[MetaTrainState] = [state]
     best_so_far = [state.best_validation_loss if state.step else float("nan")]
+    written = [state.step if resume else -1]
 
     def checkpoint(s: MetaTrainState, *, best: bool = False) -> None:
         metadata = {"config": config, "date": datetime.now(UTC).isoformat(timespec="seconds")}
         save_checkpoint(ckpt_dir, s, metadata=metadata, best=best, keep=keep_checkpoints)
+        written[0] = s.step
 
-    with metrics_path.open("a") as metrics, _stop_on_signals() as received:
+    sink = metrics_path.open("a") if main else open(os.devnull, "w")
+    with sink as metrics, _stop_on_signals() as received:
+
+        def stop_requested() -> bool:
+            # Every process stops at the same meta-step if any one got a signal.
+            return any_process(bool(received))
 
         def on_step(s: MetaTrainState, record: dict[str, Any]) -> None:
             metrics.write(json.dumps({k: v for k, v in record.items() if k != "stop"}) + "\n")
@@ -406,14 +449,15 @@ def checkpointed_meta_train(
                 state=state,
                 validate=validate,
                 validate_every=validate_every,
-                hooks=[hooks.callback(on_step), hooks.stop_when(lambda: bool(received))],
+                hooks=[hooks.callback(on_step), hooks.stop_when(stop_requested)],
                 progress=progress,
                 max_consecutive_skips=max_consecutive_skips,
+                mesh=mesh,
             )
         except MetaTrainingDiverged as e:
             return MetaTrainRun(latest[0], "diverged", str(e), None, 0.0)
     final = result.state
-    if not any(step == final.step for step, _, _ in checkpoint_steps(ckpt_dir)):
+    if written[0] != final.step:
         checkpoint(final)
     status = "stopped" if result.stopped else "completed"
     signum = received[0] if received else None
@@ -441,7 +485,8 @@ def train_run(config: TrainConfig, out: str | Path, *, resume: bool = False) -> 
       'completed'
 
     """
-    out = prepare_dir(out, "out")
+    main = is_main_process()
+    out = prepare_dir(out, "out") if main else Path(out)
     ckpt_dir = out / "checkpoints"
     if resume:
         saved = saved_config(out)
@@ -459,8 +504,11 @@ def train_run(config: TrainConfig, out: str | Path, *, resume: bool = False) -> 
             f"{str(out)!r} already holds a run; pass --resume to continue it, or choose "
             "another --out"
         )
-    atomic_write(out / "config.toml", lambda f: f.write(to_toml(config).encode()))
+    barrier("metaopt: run directory checked")  # before process 0 writes there
+    if main:
+        atomic_write(out / "config.toml", lambda f: f.write(to_toml(config).encode()))
 
+    mesh = run_mesh(config)
     lopt, estimator, val_family, meta_opt = _components(config)
     key = jax.random.key(config.seed)
     per_epoch = steps_per_epoch(config)
@@ -482,12 +530,14 @@ def train_run(config: TrainConfig, out: str | Path, *, resume: bool = False) -> 
             run_keys(key)[3],
             num_tasks=config.validation_tasks,
             num_steps=config.horizon,
+            mesh=mesh,
         ),
         validate_every=config.validate_every * per_epoch,
         progress=config.progress,
+        mesh=mesh,
     )
     final, status, message, sig = run.state, run.status, run.message, run.signal
-    if np.isfinite(final.best_validation_loss):
+    if main and np.isfinite(final.best_validation_loss):
         save(out / "optimizer.mopt", lopt, final.best_theta)
     if status == "completed":
         message = (
@@ -501,6 +551,10 @@ def train_run(config: TrainConfig, out: str | Path, *, resume: bool = False) -> 
         )
     else:
         message += f" The last good checkpoints are in {ckpt_dir}."
+    outcome = RunOutcome(status, final.step, final.best_validation_loss, message, sig)
+    if not main:
+        barrier("metaopt: run written")
+        return outcome
     write_json(
         out / "summary.json",
         {
@@ -515,4 +569,5 @@ def train_run(config: TrainConfig, out: str | Path, *, resume: bool = False) -> 
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     )
-    return RunOutcome(status, final.step, final.best_validation_loss, message, sig)
+    barrier("metaopt: run written")
+    return outcome

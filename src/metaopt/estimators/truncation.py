@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metaopt.core.sharding import constrain_tasks
 from metaopt.core.types import MetaLearner, PyTree, TaskConfig, TaskFamily, Theta
 from metaopt.core.unroll import InnerState
 from metaopt.estimators.objectives import Objective, coefficients
@@ -88,10 +89,15 @@ def init_tasks(
     With ``desync``, each task's step counter starts at a random offset in
     ``[0, horizon)``, so the tasks reach their horizons, and are replaced, at different
     meta-steps (learned_optimization's ``random_initial_iteration_offset``).
+
+    Under a mesh with a ``"tasks"`` axis (``jax.set_mesh``) the batch is split over its
+    devices (:func:`~metaopt.core.sharding.constrain_tasks`), so every estimator built on
+    it, including those that draw fresh tasks in each estimate, runs sharded.
     """
     k_tasks, k_offset = jax.random.split(key)
-    keys = jax.random.split(k_tasks, num_tasks)
+    keys = constrain_tasks(jax.random.split(k_tasks, num_tasks))
     tasks = jax.vmap(lambda k: new_task(learner, family, schedule, theta, k))(keys)
+    tasks = constrain_tasks(tasks)
     if desync:
         u = jax.random.uniform(k_offset, (num_tasks,))
         offset = jnp.floor(u * tasks.horizon).astype(jnp.int32)

@@ -7,8 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from metaopt.core import checks
+from metaopt.core.sharding import check_divisible, check_mesh, constrain_tasks, jit_replicated
 from metaopt.core.types import MetaLearner, PyTree, TaskFamily, Theta, with_data
 from metaopt.core.unroll import InnerState, unroll
 
@@ -44,10 +46,11 @@ def sample_tasks(
       (3, 10)
     """
     k_cfg, k_init, k_run = jax.random.split(key, 3)
-    cfgs = jax.vmap(family.sample)(jax.random.split(k_cfg, num_tasks))
+    split = lambda k: constrain_tasks(jax.random.split(k, num_tasks))  # noqa: E731
+    cfgs = constrain_tasks(jax.vmap(family.sample)(split(k_cfg)))
     init = family.init if init is None else init
-    params = jax.vmap(init)(cfgs, jax.random.split(k_init, num_tasks))
-    return TaskSample(cfgs, params, jax.random.split(k_run, num_tasks))
+    params = constrain_tasks(jax.vmap(init)(cfgs, split(k_init)))
+    return TaskSample(cfgs, params, split(k_run))
 
 
 def run_tasks(
@@ -123,11 +126,14 @@ def validation_loss(
     *,
     num_tasks: int,
     num_steps: int,
+    mesh: Mesh | None = None,
 ) -> Callable[[Theta], float]:
     """``validate(theta)``: mean final loss on ``num_tasks`` fixed tasks drawn with ``key``.
 
     Compiled once; the family's arrays enter as an argument. Pass it to
-    :func:`~metaopt.meta_train` as ``validate=``.
+    :func:`~metaopt.meta_train` as ``validate=``. With a ``mesh`` (see
+    :func:`~metaopt.task_mesh`) the tasks are split over its devices; ``num_tasks``
+    must then divide evenly.
 
     Example:
       >>> import jax
@@ -140,12 +146,19 @@ def validation_loss(
     """
     num_tasks = checks.positive_int("num_tasks", num_tasks)
     num_steps = checks.positive_int("num_steps", num_steps)
-    run = jax.jit(
-        lambda data, th: jnp.mean(
-            learner_curves(learner, with_data(family, data), th, key, num_tasks, num_steps)[:, -1]
-        )
+    _check_tasks(num_tasks, mesh)
+    run = jit_replicated(
+        lambda data, th, k: jnp.mean(
+            learner_curves(learner, with_data(family, data), th, k, num_tasks, num_steps)[:, -1]
+        ),
+        mesh,
     )
-    return lambda theta: float(run(family.data, theta))
+    return lambda theta: float(run(family.data, theta, key))
+
+
+def _check_tasks(num_tasks: int, mesh: Mesh | None) -> None:
+    if mesh is not None:
+        check_divisible("num_tasks", num_tasks, check_mesh(mesh))
 
 
 def evaluate(
@@ -154,6 +167,7 @@ def evaluate(
     key: jax.Array,
     num_tasks: int = 256,
     num_steps: int = 100,
+    mesh: Mesh | None = None,
 ) -> np.ndarray:
     """Per-step loss curves of ``tx`` on ``num_tasks`` tasks sampled with ``key``.
 
@@ -161,8 +175,9 @@ def evaluate(
       tx: any optax transformation (a learned one from :func:`~metaopt.as_optax`).
       family: where tasks come from.
       key: draws the tasks, initial params and minibatches.
-      num_tasks: how many tasks.
+      num_tasks: how many tasks (a multiple of the device count with a ``mesh``).
       num_steps: updates per task.
+      mesh: split the tasks over this mesh's devices (:func:`~metaopt.task_mesh`).
 
     Returns:
       NumPy array ``(num_tasks, num_steps + 1)`` of losses, step 0 first.
@@ -177,7 +192,10 @@ def evaluate(
     """
     num_tasks = checks.positive_int("num_tasks", num_tasks)
     num_steps = checks.positive_int("num_steps", num_steps)
-    run = jax.jit(lambda data, k: loss_curves(with_data(family, data), tx, k, num_tasks, num_steps))
+    _check_tasks(num_tasks, mesh)
+    run = jit_replicated(
+        lambda data, k: loss_curves(with_data(family, data), tx, k, num_tasks, num_steps), mesh
+    )
     return np.asarray(run(family.data, key))
 
 
@@ -219,6 +237,7 @@ def tune_learning_rate(
     learning_rates: Sequence[float],
     num_tasks: int = 128,
     num_steps: int = 100,
+    mesh: Mesh | None = None,
 ) -> TuneResult:
     """Picks the learning rate with the lowest mean final loss on sampled tasks.
 
@@ -232,6 +251,7 @@ def tune_learning_rate(
       learning_rates: the grid.
       num_tasks: tasks per rate.
       num_steps: updates per task; the loss after the last one is compared.
+      mesh: split the tasks over this mesh's devices (:func:`~metaopt.task_mesh`).
 
     Example:
       >>> import jax, optax
@@ -249,6 +269,7 @@ def tune_learning_rate(
         raise ValueError(f"learning_rates must be finite and positive, got {rates.tolist()}")
     num_tasks = checks.positive_int("num_tasks", num_tasks)
     num_steps = checks.positive_int("num_steps", num_steps)
+    _check_tasks(num_tasks, mesh)
 
     rates_f32 = jnp.asarray(rates, jnp.float32)
 
@@ -256,7 +277,7 @@ def tune_learning_rate(
         fam = with_data(family, data)
         return final_loss_by_rate(make_tx, fam, sample_tasks(fam, k, num_tasks), r, num_steps)
 
-    finals = np.asarray(jax.jit(run)(family.data, key, rates_f32))
+    finals = np.asarray(jit_replicated(run, mesh)(family.data, key, rates_f32))
     finals = np.where(np.isfinite(finals), finals, np.inf)
     best = int(np.argmin(finals))
     return TuneResult(float(rates[best]), rates, finals)

@@ -12,6 +12,13 @@ little-endian uint32, the SHA-256 of the payload, then the payload (msgpack). Fi
 named ``ckpt-<step>.ckpt``, or ``ckpt-<step>-best.ckpt`` when written because the
 validation loss improved. Pruning keeps the newest ``keep`` checkpoints plus the
 newest best one.
+
+A run sharded over devices or hosts (:mod:`metaopt.core.sharding`) writes the same file:
+every process takes part in gathering the arrays, process 0 alone writes, and a restored
+array is placed as the template's array is, each process filling its own devices. The
+file does not depend on the device count, so a run may resume on another topology (to
+float tolerance; bit-identical on the same one). The directory must be one that every
+process can read, e.g. a shared filesystem.
 """
 
 import os
@@ -24,8 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import serialization
+from jax.sharding import NamedSharding
 
-from metaopt.core import files
+from metaopt.core import files, sharding
 
 MAGIC = b"MOCKPT\x00\x00"
 # Version 2: the estimator state replaced the truncated-BPTT task batch.
@@ -64,14 +72,15 @@ def checkpoint_steps(directory: str | os.PathLike) -> list[tuple[int, bool, Path
 
 
 def _to_host(tree: Any) -> Any:
-    """Arrays to numpy; typed PRNG keys to their raw key data."""
+    """Arrays to numpy, gathered across processes; typed PRNG keys to their key data."""
+    return serialization.to_state_dict(jax.tree.map(sharding.to_host, tree))
 
-    def leaf(x):
-        if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-            x = jax.random.key_data(x)
-        return np.asarray(jax.device_get(x))
 
-    return serialization.to_state_dict(jax.tree.map(leaf, tree))
+def _like(got: np.ndarray, want: Any) -> jax.Array:
+    """``got`` on the devices ``want`` is on: the same mesh and split, if it has one."""
+    if isinstance(want, jax.Array) and isinstance(want.sharding, NamedSharding):
+        return sharding.put(got, want.sharding)
+    return jnp.asarray(got)
 
 
 def _from_host(template: Any, raw: Any, what: str) -> Any:
@@ -89,7 +98,7 @@ def _from_host(template: Any, raw: Any, what: str) -> Any:
                 f"{what}: an array has shape {got.shape} and dtype {got.dtype}, but this run "
                 f"expects {expected.shape} and {expected.dtype}"
             )
-        got = jnp.asarray(got)
+        got = _like(got, want)
         out.append(jax.random.wrap_key_data(got, impl=jax.random.key_impl(want)) if is_key else got)
     return jax.tree.unflatten(treedef, out)
 
@@ -103,6 +112,9 @@ def save_checkpoint(
     keep: int = 3,
 ) -> Path:
     """Writes ``state`` to ``directory`` atomically, then prunes old checkpoints.
+
+    Every process of a multi-process run must call it (the arrays are gathered from
+    all of them); only process 0 writes and prunes.
 
     Args:
       directory: where checkpoints go (it must exist).
@@ -141,10 +153,12 @@ def save_checkpoint(
             "metadata": metadata or {},
         }
     )
-    data = files.frame(MAGIC, VERSION, payload)
     name = f"ckpt-{state.step:08d}{'-best' if best else ''}.ckpt"
-    path = files.atomic_write(directory / name, lambda f: f.write(data))
-    _prune(directory, keep)
+    path = directory / name
+    if sharding.is_main_process():
+        data = files.frame(MAGIC, VERSION, payload)
+        files.atomic_write(path, lambda f: f.write(data))
+        _prune(directory, keep)
     return path
 
 

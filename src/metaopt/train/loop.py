@@ -5,6 +5,12 @@ meta-gradient is estimated is the estimator, and validation, progress, metrics,
 checkpoints and signals are hooks (:mod:`metaopt.train.hooks`). A run is a deterministic
 function of its key: meta-step ``i`` uses ``fold_in(k_train, i)``, so a run continued
 from a saved state ends bit-identical to the run that never stopped.
+
+Given a ``mesh`` (:func:`~metaopt.task_mesh`), the estimator state's task axis is split
+over its devices and θ, the meta-optimizer state and the task family's data are
+replicated; the meta-gradient's reduction over tasks happens inside the one jitted
+meta-step. The same code runs in one process or, after
+:func:`jax.distributed.initialize`, in every process of a multi-host job.
 """
 
 import time
@@ -14,8 +20,10 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from metaopt.core import checks
+from metaopt.core import sharding as sharding_lib
 from metaopt.core.types import Estimator, Theta, with_data
 from metaopt.train import hooks as hooks_lib
 from metaopt.train.meta_step import MetaState, make_meta_step
@@ -100,8 +108,13 @@ def init_meta_train_state(
     *,
     meta_optimizer: optax.GradientTransformation | None = None,
     theta: Theta | None = None,
+    mesh: Mesh | None = None,
 ) -> MetaTrainState:
     """The state :func:`meta_train` starts a run from; also a checkpoint's template.
+
+    With a ``mesh``, the arrays are placed as :func:`meta_train` runs them: the
+    estimator state split along its task axis (each process computes only its own
+    slices), everything else replicated.
 
     Example:
       >>> import jax
@@ -118,13 +131,29 @@ def init_meta_train_state(
     meta_optimizer = optax.adam(1e-3) if meta_optimizer is None else meta_optimizer
     k_theta, k_init, _, _ = run_keys(key)
     theta = estimator.learner.init(k_theta) if theta is None else theta
-    init = jax.jit(lambda data, th, k: with_data(estimator, data).init(th, k))
+
+    def init_fn(data, th, k):
+        return with_data(estimator, data).init(th, k)
+
+    if mesh is None:
+        meta_state = meta_optimizer.init(theta)
+        estimator_state = jax.jit(init_fn)(estimator.data, theta, k_init)
+    else:
+        check_sharded_estimator(estimator, mesh)
+        theta, data, k_init = sharding_lib.replicate((theta, estimator.data, k_init), mesh)
+        meta_state = jax.jit(meta_optimizer.init, out_shardings=sharding_lib.replicated(mesh))(
+            theta
+        )
+        shapes = jax.eval_shape(init_fn, data, theta, k_init)
+        init = jax.jit(init_fn, out_shardings=sharding_lib.task_shardings(shapes, mesh))
+        with jax.set_mesh(mesh):
+            estimator_state = init(data, theta, k_init)
     return MetaTrainState(
         key=key,
         step=0,
         theta=theta,
-        meta_state=meta_optimizer.init(theta),
-        estimator_state=init(estimator.data, theta, k_init),
+        meta_state=meta_state,
+        estimator_state=estimator_state,
         best_theta=theta,
         best_validation_loss=float("nan"),
         skipped=0,
@@ -134,14 +163,53 @@ def init_meta_train_state(
     )
 
 
+def check_sharded_estimator(estimator: Estimator, mesh: Mesh) -> None:
+    """Raises, naming ``num_tasks``, unless ``estimator``'s task batch splits over ``mesh``.
+
+    Example:
+      >>> from metaopt import learned_optimizer, lstm_optimizer, quadratic_family, tbptt
+      >>> from metaopt.core.sharding import task_mesh
+      >>> est = tbptt(learned_optimizer(lstm_optimizer()), quadratic_family(),
+      ...     num_tasks=4, truncation=5, horizon=10)
+      >>> check_sharded_estimator(est, task_mesh(1))
+    """
+    sharding_lib.check_mesh(mesh)
+    num_tasks = estimator.config.get("num_tasks")
+    if isinstance(num_tasks, int):
+        sharding_lib.check_divisible("num_tasks", num_tasks, mesh)
+
+
+def _place(state: MetaTrainState, mesh: Mesh) -> MetaTrainState:
+    """``state``'s arrays where a sharded meta-step expects them (a restored checkpoint)."""
+    theta, meta_state, best = sharding_lib.replicate(
+        (state.theta, state.meta_state, state.best_theta), mesh
+    )
+    for leaf in jax.tree.leaves(state.estimator_state):
+        if jax.numpy.ndim(leaf):
+            sharding_lib.check_divisible(
+                "the estimator state's task axis", jax.numpy.shape(leaf)[0], mesh
+            )
+    return state._replace(
+        theta=theta,
+        meta_state=meta_state,
+        best_theta=best,
+        estimator_state=sharding_lib.shard_tasks(state.estimator_state, mesh),
+    )
+
+
 def compile_meta_step(
-    estimator: Estimator, meta_optimizer: optax.GradientTransformation, state: MetaTrainState
+    estimator: Estimator,
+    meta_optimizer: optax.GradientTransformation,
+    state: MetaTrainState,
+    mesh: Mesh | None = None,
 ) -> Callable[..., tuple[MetaState, dict[str, jax.Array]]]:
     """The jitted, compiled ``step(data, theta, meta_opt_state, estimator_state, key)``.
 
     The meta-optimizer and estimator states are donated (updated in place); θ is not,
     since the best θ so far may share its buffers. The task family's arrays enter as
-    ``data``, an argument, never as constants baked into the program.
+    ``data``, an argument, never as constants baked into the program. With a ``mesh``,
+    the estimator state enters and leaves split along its task axis, the rest
+    replicated.
     """
 
     def step(data, theta, meta_opt_state, estimator_state, key):
@@ -149,7 +217,19 @@ def compile_meta_step(
         return meta_step(MetaState(theta, meta_opt_state, estimator_state), key)
 
     args = (estimator.data, state.theta, state.meta_state, state.estimator_state, state.key)
-    return jax.jit(step, donate_argnums=(2, 3)).lower(*args).compile()
+    if mesh is None:
+        return jax.jit(step, donate_argnums=(2, 3)).lower(*args).compile()
+    rep = sharding_lib.replicated(mesh)
+    tasks = sharding_lib.task_shardings(state.estimator_state, mesh)
+    jitted = jax.jit(
+        step,
+        donate_argnums=(2, 3),
+        in_shardings=(rep, rep, rep, tasks, rep),
+        out_shardings=(MetaState(rep, rep, tasks), rep),
+    )
+    args = (*args[:-1], sharding_lib.replicate(state.key, mesh))
+    with jax.set_mesh(mesh):
+        return jitted.lower(*args).compile()
 
 
 def _check_resume(state: MetaTrainState, key: jax.Array, theta, num_steps: int) -> None:
@@ -189,15 +269,14 @@ def _advance(state: MetaTrainState, arrays: MetaState, metrics: dict, seconds: f
     return state, record
 
 
-def _timed_step(step_fn, estimator: Estimator, state, k_train, start, wall_start: float):
+def _timed_step(step_fn, estimator: Estimator, state, k_train, start, wall_start: float, mesh):
     """Runs meta-step ``state.step`` and returns the new state and its record."""
     t0 = time.perf_counter()
+    key = jax.random.fold_in(k_train, state.step)
+    if mesh is not None:
+        key = sharding_lib.replicate(key, mesh)
     arrays, metrics = step_fn(
-        estimator.data,
-        state.theta,
-        state.meta_state,
-        state.estimator_state,
-        jax.random.fold_in(k_train, state.step),
+        estimator.data, state.theta, state.meta_state, state.estimator_state, key
     )
     metrics = jax.device_get(metrics)
     state, record = _advance(state, arrays, metrics, time.perf_counter() - t0)
@@ -241,6 +320,7 @@ def meta_train(
     hooks: Sequence[hooks_lib.Hook] = (),
     progress: bool = True,
     max_consecutive_skips: int | None = None,
+    mesh: Mesh | None = None,
 ) -> MetaTrainResult:
     """Meta-trains ``estimator.learner``'s θ with ``estimator``'s meta-gradients.
 
@@ -262,6 +342,9 @@ def meta_train(
       progress: show a progress bar with an ETA.
       max_consecutive_skips: raise :class:`MetaTrainingDiverged` once this many
         meta-updates in a row were skipped as non-finite; never if None.
+      mesh: split the task batch over this mesh's devices (:func:`~metaopt.task_mesh`);
+        ``num_tasks`` must be a multiple of its size. The result agrees with the
+        one-device run to float tolerance. None runs on the default device.
 
     Returns:
       A :class:`MetaTrainResult`. Each ``history`` record has ``step``, the
@@ -272,6 +355,7 @@ def meta_train(
 
     Raises:
       MetaTrainingDiverged: ``max_consecutive_skips`` was reached.
+      ValueError: ``num_tasks`` does not split evenly over ``mesh``.
 
     Example:
       >>> import jax
@@ -288,17 +372,24 @@ def meta_train(
     if max_consecutive_skips is not None:
         max_consecutive_skips = checks.positive_int("max_consecutive_skips", max_consecutive_skips)
     meta_optimizer = optax.adam(1e-3) if meta_optimizer is None else meta_optimizer
+    if mesh is not None:
+        check_sharded_estimator(estimator, mesh)
+        estimator = with_data(estimator, sharding_lib.replicate(estimator.data, mesh))
     if state is None:
-        state = init_meta_train_state(estimator, key, meta_optimizer=meta_optimizer, theta=theta)
+        state = init_meta_train_state(
+            estimator, key, meta_optimizer=meta_optimizer, theta=theta, mesh=mesh
+        )
     else:
         _check_resume(state, key, theta, num_steps)
-    all_hooks = [hooks_lib.progress(num_steps, progress)]
+        state = state if mesh is None else _place(state, mesh)
+    show = progress and sharding_lib.is_main_process()
+    all_hooks = [hooks_lib.progress(num_steps, show)]
     if validate is not None:
         all_hooks.insert(0, hooks_lib.validation(validate, validate_every, num_steps))
     all_hooks += list(hooks)
 
     t_compile = time.perf_counter()
-    step_fn = compile_meta_step(estimator, meta_optimizer, state)
+    step_fn = compile_meta_step(estimator, meta_optimizer, state, mesh)
     compile_seconds = time.perf_counter() - t_compile
     k_train = run_keys(key)[2]
     history: list[dict[str, Any]] = []
@@ -308,7 +399,7 @@ def meta_train(
         for hook in all_hooks:
             state = hook.start(state) if hook.start else state
         while state.step < num_steps:
-            state, record = _timed_step(step_fn, estimator, state, k_train, start, wall_start)
+            state, record = _timed_step(step_fn, estimator, state, k_train, start, wall_start, mesh)
             for hook in all_hooks:
                 state = hook.step(state, record) if hook.step else state
             history.append(record)
