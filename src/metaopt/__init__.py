@@ -12,6 +12,7 @@ from metaopt.core.types import Estimator, LearnedOptimizer, MetaLearner, TaskFam
 from metaopt.core.unroll import InnerState, init_inner, unroll
 from metaopt.estimators.es import es
 from metaopt.estimators.full_bptt import full_bptt
+from metaopt.estimators.maml import fomaml, maml
 from metaopt.estimators.objectives import (
     Objective,
     final_loss,
@@ -19,6 +20,8 @@ from metaopt.estimators.objectives import (
     trajectory_mean,
 )
 from metaopt.estimators.pes import pes
+from metaopt.estimators.pretraining import pretraining
+from metaopt.estimators.reptile import reptile
 from metaopt.estimators.schedules import (
     HorizonSchedule,
     constant_schedule,
@@ -37,12 +40,18 @@ from metaopt.evaluation.evaluate import (
 )
 from metaopt.io.pretrained import load, pretrained, pretrained_names
 from metaopt.io.serialization import save
+from metaopt.learners.adapt import adapt, initial_params
+from metaopt.learners.combine import combine
+from metaopt.learners.initialization import learned_initialization
 from metaopt.learners.learned_optimizer import learned_optimizer
+from metaopt.learners.learning_rates import meta_sgd, per_parameter_sgd
 from metaopt.optimizers.lstm import lstm_optimizer
 from metaopt.optimizers.mlp import mlp_optimizer
 from metaopt.optimizers.preprocess import log_and_sign
+from metaopt.tasks.fewshot import fewshot_family, query_accuracy
 from metaopt.tasks.quadratic import quadratic_family
 from metaopt.tasks.regression import mlp_regression_family
+from metaopt.tasks.sinusoid import sinusoid_family
 from metaopt.train.loop import (
     MetaTrainingDiverged,
     MetaTrainResult,
@@ -67,16 +76,22 @@ __all__ = [
     "Objective",
     "TaskFamily",
     "TuneResult",
+    "adapt",
     "as_optax",
     "baseline_optimizers",
+    "combine",
     "constant_schedule",
     "es",
     "evaluate",
+    "fewshot_family",
     "final_loss",
+    "fomaml",
     "full_bptt",
     "held_out",
     "init_inner",
     "init_meta_train_state",
+    "initial_params",
+    "learned_initialization",
     "learned_optimizer",
     "learner_curves",
     "load",
@@ -86,16 +101,23 @@ __all__ = [
     "loss_curves",
     "lstm_optimizer",
     "make_meta_step",
+    "maml",
+    "meta_sgd",
     "meta_train",
     "mlp_optimizer",
     "mlp_regression_family",
+    "per_parameter_sgd",
     "pes",
     "pretrained",
     "pretrained_names",
+    "pretraining",
     "quadratic_family",
+    "query_accuracy",
     "replicate",
+    "reptile",
     "save",
     "shard_tasks",
+    "sinusoid_family",
     "task_mesh",
     "tbptt",
     "trajectory_mean",

@@ -1,0 +1,100 @@
+"""MAML and first-order MAML: full backprop through a few inner steps to the query loss.
+
+Finn, Abbeel, Levine 2017 ("Model-agnostic meta-learning for fast adaptation of deep
+networks"): θ is trained so that a few inner updates on a task's support set give a low
+loss on its query set. The meta-gradient differentiates that query loss through the
+inner updates, second derivatives included (MAML) or with the inner gradients taken as
+constants (first-order MAML, §5.2 of the paper). Both are
+:func:`~metaopt.estimators.full_bptt.full_bptt` over ``inner_steps`` with the held-out
+final objective; its remat policies bound second-order memory as the inner steps grow.
+With a :func:`~metaopt.meta_sgd` learner this is Meta-SGD's estimator (Li et al. 2017).
+"""
+
+from metaopt.core.types import Estimator, MetaLearner, TaskFamily
+from metaopt.estimators.full_bptt import full_bptt
+from metaopt.estimators.objectives import Objective, held_out
+
+
+def _named(estimator: Estimator, name: str, **extra) -> Estimator:
+    """``estimator`` under another name, kept across ``bind``."""
+    return estimator._replace(
+        name=name,
+        config={**estimator.config, **extra},
+        bind=lambda data: _named(estimator.bind(data), name, **extra),
+    )
+
+
+def maml(
+    learner: MetaLearner,
+    family: TaskFamily,
+    *,
+    num_tasks: int,
+    inner_steps: int = 1,
+    first_order: bool = False,
+    objective: Objective | None = None,
+    remat: str = "nested",
+) -> Estimator:
+    """The MAML estimator: the gradient of the query loss after ``inner_steps`` updates.
+
+    Args:
+      learner: what is meta-learned; usually a
+        :func:`~metaopt.learned_initialization` or :func:`~metaopt.meta_sgd`, but any
+        learner works (a learned optimizer with a learned initialization too).
+      family: a task family with an ``eval_loss`` (the query set).
+      num_tasks: tasks per meta-batch (the paper's meta-batch size).
+      inner_steps: inner updates on the support set before the query loss.
+      first_order: drop the second derivatives of the inner updates (FOMAML).
+      objective: the meta-objective; the query loss after the last step
+        (``held_out(final_only=True)``) if None.
+      remat: the rematerialization policy (see :func:`~metaopt.full_bptt`).
+
+    Example:
+      >>> import jax
+      >>> from metaopt import learned_initialization, sinusoid_family
+      >>> fam = sinusoid_family()
+      >>> learner = learned_initialization(fam)
+      >>> est = maml(learner, fam, num_tasks=4)
+      >>> theta = learner.init(jax.random.key(0))
+      >>> grad, _, metrics = est.estimate(theta, est.init(theta, None), jax.random.key(1))
+      >>> est.name, jax.tree.structure(grad) == jax.tree.structure(theta)
+      ('maml', True)
+    """
+    objective = held_out(final_only=True) if objective is None else objective
+    estimator = full_bptt(
+        learner,
+        family,
+        num_tasks=num_tasks,
+        horizon=inner_steps,
+        objective=objective,
+        second_order=not first_order,
+        remat=remat,
+    )
+    return _named(estimator, "fomaml" if first_order else "maml", inner_steps=inner_steps)
+
+
+def fomaml(
+    learner: MetaLearner,
+    family: TaskFamily,
+    *,
+    num_tasks: int,
+    inner_steps: int = 1,
+    objective: Objective | None = None,
+    remat: str = "nested",
+) -> Estimator:
+    """First-order MAML: :func:`maml` with ``first_order=True``.
+
+    Example:
+      >>> from metaopt import learned_initialization, sinusoid_family
+      >>> fam = sinusoid_family()
+      >>> fomaml(learned_initialization(fam), fam, num_tasks=2).config["second_order"]
+      False
+    """
+    return maml(
+        learner,
+        family,
+        num_tasks=num_tasks,
+        inner_steps=inner_steps,
+        first_order=True,
+        objective=objective,
+        remat=remat,
+    )
