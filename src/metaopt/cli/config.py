@@ -15,9 +15,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-TASKS = ("quadratic", "mlp_regression", "mlp_digits", "conv_digits")
+TASKS = (
+    "quadratic",
+    "mlp_regression",
+    "mlp_digits",
+    "conv_digits",
+    "sinusoid",
+    "fewshot_digits",
+)
 LEARNED_OPTIMIZERS = ("lstm", "mlp", "conv_and_rest")
-ESTIMATORS = ("tbptt", "full", "es", "pes")
+LEARNERS = ("learned_optimizer", "learned_init", "metasgd", "learned_init+optimizer")
+ESTIMATORS = ("tbptt", "full", "es", "pes", "maml", "fomaml", "reptile")
+# Estimators that run every task for its whole horizon in one meta-step (no truncation).
+WHOLE_HORIZON = ("full", "maml", "fomaml", "reptile")
+# Tasks with a query set (``eval_loss``).
+QUERY_TASKS = ("sinusoid", "fewshot_digits")
 SCHEDULES = ("constant", "log_uniform")
 OBJECTIVES = ("mean", "final", "eval_mean", "eval_final")
 REMAT = ("none", "step", "nested")
@@ -38,9 +50,18 @@ class TrainConfig:
       task: the task family: one of ``TASKS``.
       lopt: the learned optimizer: ``"lstm"``, ``"mlp"``, or ``"conv_and_rest"`` (two
         LSTMs, one for convolution kernels and one for the other params).
+      learner: what is meta-learned: ``"learned_optimizer"`` (``lopt``'s weights),
+        ``"learned_init"`` (the initialization, inner SGD at ``inner_lr``),
+        ``"metasgd"`` (initialization and per-parameter rates) or
+        ``"learned_init+optimizer"`` (an initialization and ``lopt`` jointly).
+      inner_lr: learned_init and metasgd: the inner SGD learning rate (its initial
+        value for metasgd).
       estimator: the meta-gradient estimator: ``"tbptt"`` (truncated backprop),
         ``"full"`` (full-horizon backprop, one meta-step per epoch), ``"es"``
-        (antithetic truncated evolution strategies) or ``"pes"`` (persistent ES).
+        (antithetic truncated evolution strategies), ``"pes"`` (persistent ES), or,
+        with ``horizon`` inner steps and one meta-step per epoch, ``"maml"``,
+        ``"fomaml"`` (query loss after the last step; tasks with a query set) and
+        ``"reptile"`` (learners with a learned initialization).
       std: ES and PES: standard deviation of the perturbations of θ.
       perturbations: ES and PES: antithetic pairs per task.
       remat: tbptt and full: rematerialization of the unroll, ``"none"``, ``"step"``
@@ -89,6 +110,8 @@ class TrainConfig:
 
     task: str = "quadratic"
     lopt: str = "lstm"
+    learner: str = "learned_optimizer"
+    inner_lr: float = 0.01
     estimator: str = "tbptt"
     seed: int = 0
     epochs: int = 100
@@ -127,7 +150,17 @@ class TrainConfig:
             raise ValueError(
                 f"min_horizon ({self.min_horizon}) must not exceed horizon ({self.horizon})"
             )
-        if self.truncation > shortest:
+        if self.estimator == "reptile" and self.learner == "learned_optimizer":
+            raise ValueError(
+                "estimator 'reptile' needs a learned initialization: set learner to "
+                "'learned_init', 'metasgd' or 'learned_init+optimizer'"
+            )
+        if self.estimator in ("maml", "fomaml") and self.task not in QUERY_TASKS:
+            raise ValueError(
+                f"estimator {self.estimator!r} measures a query set: task must be one of "
+                f"{list(QUERY_TASKS)}, got {self.task!r}"
+            )
+        if self.truncation > shortest and self.estimator not in WHOLE_HORIZON:
             what = "min_horizon" if self.schedule == "log_uniform" else "horizon"
             raise ValueError(f"truncation ({self.truncation}) must not exceed {what} ({shortest})")
 
@@ -135,6 +168,7 @@ class TrainConfig:
 _CHOICES = {
     "task": TASKS,
     "lopt": LEARNED_OPTIMIZERS,
+    "learner": LEARNERS,
     "estimator": ESTIMATORS,
     "schedule": SCHEDULES,
     "objective": OBJECTIVES,
@@ -156,7 +190,7 @@ _POSITIVE_INTS = {
     "min_horizon",
     "devices",
 }
-_POSITIVE_FLOATS = {"meta_lr", "output_scale", "log_and_sign_p", "std", "clip"}
+_POSITIVE_FLOATS = {"meta_lr", "output_scale", "log_and_sign_p", "std", "clip", "inner_lr"}
 
 
 def _check(key: str, value: Any) -> None:

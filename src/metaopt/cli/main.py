@@ -9,6 +9,7 @@ from pathlib import Path
 from metaopt.cli.config import (
     ESTIMATORS,
     LEARNED_OPTIMIZERS,
+    LEARNERS,
     OBJECTIVES,
     REMAT,
     SCHEDULES,
@@ -59,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--task",
-        choices=["quadratic", "mlp"],
+        choices=["quadratic", "mlp", "sinusoid", "fewshot"],
         default="quadratic",
-        help="quadratic: §3.1 of the paper; mlp: the MNIST experiment of §3.2",
+        help="quadratic: §3.1 of the paper; mlp: the MNIST experiment of §3.2; sinusoid, "
+        "fewshot: MAML, FOMAML, Reptile and Meta-SGD against joint pretraining",
     )
     demo.add_argument(
         "--data",
@@ -91,7 +93,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--truncation", type=_positive_int, default=20)
     demo.add_argument("--horizon", type=_positive_int, default=100)
-    demo.add_argument("--meta-lr", type=_positive_float, default=3e-3)
+    demo.add_argument(
+        "--meta-lr",
+        type=_positive_float,
+        default=None,
+        help="meta-learning rate (default: 3e-3, fewshot 1e-3)",
+    )
+    demo.add_argument(
+        "--meta-steps",
+        type=_positive_int,
+        default=None,
+        help="sinusoid/fewshot: meta-steps per method (default: 20000 sinusoid, 3000 fewshot)",
+    )
+    demo.add_argument(
+        "--methods",
+        nargs="+",
+        choices=["maml", "fomaml", "reptile", "metasgd", "pretrained"],
+        default=None,
+        help="sinusoid/fewshot: run just these methods (default: all five)",
+    )
+    demo.add_argument(
+        "--shots",
+        type=_positive_int,
+        nargs="+",
+        default=None,
+        help="sinusoid/fewshot: support examples per task or class (default: 10; 1 and 5)",
+    )
     demo.add_argument(
         "--eval-tasks",
         type=_positive_int,
@@ -141,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     flag = functools.partial(train.add_argument, default=argparse.SUPPRESS)
     flag("--task", choices=TASKS, help="task family (default quadratic)")
     flag("--lopt", choices=LEARNED_OPTIMIZERS, help="learned optimizer (default lstm)")
+    flag(
+        "--learner",
+        choices=LEARNERS,
+        help="what is meta-learned (default learned_optimizer): the optimizer's weights, an "
+        "initialization, Meta-SGD, or an initialization and the optimizer jointly",
+    )
+    flag("--inner-lr", type=_positive_float, help="learned_init/metasgd: inner SGD rate (0.01)")
     flag(
         "--estimator",
         choices=ESTIMATORS,
@@ -302,8 +336,41 @@ DEMO_DEFAULTS = {
 }
 
 
+def _fewshot_demo(args: argparse.Namespace) -> None:
+    from metaopt.cli.fewshot_demo import fewshot_demo, format_summary, sinusoid_demo
+
+    sizes = {
+        k: v
+        for k, v in dict(
+            seed=args.seed,
+            meta_steps=args.meta_steps,
+            num_tasks=args.tasks,
+            meta_lr=args.meta_lr,
+            num_eval_tasks=args.eval_tasks,
+            num_tune_tasks=args.tune_tasks,
+            methods=None if args.methods is None else tuple(args.methods),
+        ).items()
+        if v is not None
+    }
+    if args.task == "sinusoid":
+        if args.shots is not None and len(args.shots) != 1:
+            raise SystemExit("metaopt demo: --task sinusoid takes one --shots value")
+        shots = {} if args.shots is None else {"shots": args.shots[0]}
+        results = sinusoid_demo(args.out, progress=not args.no_progress, **shots, **sizes)
+        written = f"{args.out / 'results.json'}, {args.out / 'fits.png'}"
+    else:
+        shots = {} if args.shots is None else {"shots": tuple(args.shots)}
+        results = fewshot_demo(args.out, progress=not args.no_progress, **shots, **sizes)
+        written = str(args.out / "results.json")
+    print(format_summary(results))
+    print(f"\nwrote {written}")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from metaopt.cli.demo import mlp_demo, quadratic_demo, summary
+
+    if args.task in ("sinusoid", "fewshot"):
+        return _fewshot_demo(args)
 
     sizes = {k: getattr(args, k) or v for k, v in DEMO_DEFAULTS[args.task].items()}
     common = dict(
@@ -312,7 +379,7 @@ def _demo(args: argparse.Namespace) -> None:
         num_tasks=sizes["tasks"],
         truncation=args.truncation,
         horizon=args.horizon,
-        meta_learning_rate=args.meta_lr,
+        meta_learning_rate=3e-3 if args.meta_lr is None else args.meta_lr,
         num_eval_tasks=sizes["eval_tasks"],
         num_tune_tasks=sizes["tune_tasks"],
         progress=not args.no_progress,

@@ -26,12 +26,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import flax.serialization
 import jax
 import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from metaopt.cli.config import OPERATIONAL, TASKS, TrainConfig, read_toml, to_toml
+from metaopt.cli.config import (
+    OPERATIONAL,
+    TASKS,
+    WHOLE_HORIZON,
+    TrainConfig,
+    read_toml,
+    to_toml,
+)
 from metaopt.core.files import atomic_write, prepare_dir, write_json
 from metaopt.core.sharding import (
     any_process,
@@ -41,7 +49,7 @@ from metaopt.core.sharding import (
     select_devices,
     task_mesh,
 )
-from metaopt.core.types import Estimator, LearnedOptimizer, TaskFamily, Theta
+from metaopt.core.types import Estimator, LearnedOptimizer, MetaLearner, TaskFamily, Theta
 from metaopt.estimators.es import es
 from metaopt.estimators.full_bptt import full_bptt
 from metaopt.estimators.objectives import objective_by_name
@@ -114,6 +122,19 @@ def build_family(task: str, split: str = "train") -> TaskFamily:
         from metaopt.tasks.datasets import digits
 
         return conv_classifier_family(digits(), split=split)
+    if task == "sinusoid":
+        from metaopt.tasks.sinusoid import sinusoid_family
+
+        return sinusoid_family()
+    if task == "fewshot_digits":
+        from metaopt.tasks.datasets import digits
+        from metaopt.tasks.fewshot import fewshot_family
+
+        # 5-way 1-shot; meta-training sees digits 0-4 (and their rotations), validation
+        # and evaluation the unseen digits 5-9.
+        if split == "train":
+            return fewshot_family(digits(), classes=range(5), rotations=4)
+        return fewshot_family(digits(), classes=range(5, 10))
     raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
 
 
@@ -134,13 +155,36 @@ def build_lopt(config: TrainConfig) -> LearnedOptimizer:
 
 
 def steps_per_epoch(config: TrainConfig) -> int:
-    """Meta-steps in one epoch: ``ceil(horizon / truncation)``, or 1 for full BPTT.
+    """Meta-steps in one epoch: ``ceil(horizon / truncation)``, or 1 for whole horizons.
 
     Example:
       >>> steps_per_epoch(TrainConfig(horizon=100, truncation=30))
       4
     """
-    return 1 if config.estimator == "full" else -(-config.horizon // config.truncation)
+    if config.estimator in WHOLE_HORIZON:
+        return 1
+    return -(-config.horizon // config.truncation)
+
+
+def build_learner(config: TrainConfig, lopt: LearnedOptimizer, family: TaskFamily) -> MetaLearner:
+    """The meta-learner ``config.learner`` names.
+
+    Example:
+      >>> from metaopt import lstm_optimizer, sinusoid_family
+      >>> build_learner(TrainConfig(learner="metasgd"), lstm_optimizer(), sinusoid_family()).name
+      'meta_sgd'
+    """
+    from metaopt.learners.combine import combine
+    from metaopt.learners.initialization import learned_initialization
+    from metaopt.learners.learning_rates import meta_sgd
+
+    if config.learner == "learned_optimizer":
+        return learned_optimizer(lopt)
+    if config.learner == "learned_init":
+        return learned_initialization(family, optax.sgd(config.inner_lr))
+    if config.learner == "metasgd":
+        return meta_sgd(family, config.inner_lr)
+    return combine(learned_initialization(family), learned_optimizer(lopt))
 
 
 def meta_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -161,7 +205,21 @@ def build_estimator(config: TrainConfig, lopt: LearnedOptimizer, family: TaskFam
       >>> est.name, est.config["std"]
       ('pes', 0.01)
     """
-    learner = learned_optimizer(lopt)
+    from metaopt.estimators.maml import maml
+    from metaopt.estimators.reptile import reptile
+
+    learner = build_learner(config, lopt, family)
+    if config.estimator in ("maml", "fomaml"):
+        return maml(
+            learner,
+            family,
+            num_tasks=config.tasks,
+            inner_steps=config.horizon,
+            first_order=config.estimator == "fomaml",
+            remat=config.remat or "nested",
+        )
+    if config.estimator == "reptile":
+        return reptile(learner, family, num_tasks=config.tasks, inner_steps=config.horizon)
     objective = objective_by_name(config.objective)
     if config.estimator == "full":
         return full_bptt(
@@ -537,12 +595,17 @@ def train_run(config: TrainConfig, out: str | Path, *, resume: bool = False) -> 
         mesh=mesh,
     )
     final, status, message, sig = run.state, run.status, run.message, run.signal
+    saved = out / ("optimizer.mopt" if config.learner == "learned_optimizer" else "theta.msgpack")
     if main and np.isfinite(final.best_validation_loss):
-        save(out / "optimizer.mopt", lopt, final.best_theta)
+        if config.learner == "learned_optimizer":
+            save(saved, lopt, final.best_theta)
+        else:
+            data = flax.serialization.to_bytes(jax.device_get(final.best_theta))
+            atomic_write(saved, lambda f: f.write(data))
     if status == "completed":
         message = (
             f"finished {final.step} meta-steps; best validation loss "
-            f"{final.best_validation_loss:.4g}; wrote {out / 'optimizer.mopt'}"
+            f"{final.best_validation_loss:.4g}; wrote {saved}"
         )
     elif status == "stopped":
         message = (

@@ -18,8 +18,8 @@ from metaopt.estimators.common import check_problem
 from metaopt.estimators.objectives import Objective
 from metaopt.estimators.truncation import (
     REMAT_POLICIES,
+    advance,
     init_tasks,
-    run_truncation,
     weighted_sum,
 )
 
@@ -86,12 +86,14 @@ def full_bptt(
             tasks = init_tasks(learner, fam, schedule, theta, k_tasks, num_tasks)
 
             def one(task, k):
-                return run_truncation(
+                # Every task runs exactly its horizon, so none is replaced: the task
+                # itself stands in for the replacement that is never read.
+                return advance(
                     learner,
                     fam,
                     objective,
-                    schedule,
                     theta,
+                    task,
                     task,
                     k,
                     schedule.max_horizon,

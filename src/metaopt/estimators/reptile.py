@@ -14,7 +14,7 @@ from metaopt.core import checks
 from metaopt.core.types import Estimator, MetaLearner, Params, TaskFamily, Theta, with_data
 from metaopt.estimators.common import check_problem
 from metaopt.estimators.objectives import Objective, final_loss, held_out
-from metaopt.estimators.truncation import init_tasks, run_truncation, weighted_sum
+from metaopt.estimators.truncation import advance, init_tasks, weighted_sum
 
 
 def pseudo_gradient(theta: Theta, adapted: Params) -> Theta:
@@ -87,9 +87,8 @@ def reptile(
             tasks = init_tasks(learner, fam, schedule, theta, k_tasks, num_tasks)
 
             def one(task, k):
-                return run_truncation(
-                    learner, fam, objective, schedule, theta, task, k, inner_steps, remat="none"
-                )
+                # Each task runs exactly its horizon: no replacement is ever read.
+                return advance(learner, fam, objective, theta, task, task, k, inner_steps)
 
             tasks, trace = jax.vmap(one)(tasks, jax.random.split(k_run, num_tasks))
             adapted = jax.tree.map(lambda p: jnp.mean(p, axis=0), tasks.inner.params)
