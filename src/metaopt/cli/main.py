@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--meta-steps",
         type=_positive_int,
         default=None,
-        help="sinusoid/fewshot: meta-steps per method (default: 20000 sinusoid, 3000 fewshot)",
+        help="sinusoid/fewshot: meta-steps per method (default: 20000 sinusoid, 2000 fewshot)",
     )
     demo.add_argument(
         "--methods",
