@@ -230,6 +230,21 @@ def test_combined_learner_gradient_matches_each_part_alone():
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
 
+def test_second_order_maml_through_the_mlp_optimizer_is_finite_with_dead_relus():
+    # The sinusoid network's He initialization leaves many ReLUs dead, so some params
+    # see a zero gradient at every step and the MLP optimizer's second moment stays
+    # exactly zero there; its features must still have finite derivatives, or the
+    # whole second-order meta-gradient is NaN.
+    family = mo.sinusoid_family(shots=5, query_shots=5)
+    learner = mo.learned_optimizer(mo.mlp_optimizer())
+    est = mo.maml(learner, family, num_tasks=2, inner_steps=2, remat="none")
+    theta = learner.init(jax.random.key(0))
+    grad, _, _ = est.estimate(theta, est.init(theta, None), jax.random.key(1))
+    leaves = jax.tree.leaves(grad)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
+    assert any(float(jnp.abs(g).max()) > 0 for g in leaves)
+
+
 def test_pretraining_gradient_is_the_mean_loss_gradient_at_the_start():
     learner = mo.learned_initialization(lambda k: jnp.zeros(3))
     grad, loss = linear_estimate(

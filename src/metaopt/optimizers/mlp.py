@@ -39,7 +39,10 @@ class MLPLOptState(NamedTuple):
 
 def _features(g, p, momenta, v):
     rsqrt = jax.lax.rsqrt(v + EPS)
-    feats = [g, p, *momenta, *(m * rsqrt for m in momenta), jnp.sqrt(v), g * rsqrt]
+    # √v's derivative is infinite at v = 0 (a parameter whose gradient has always been
+    # zero, e.g. behind a dead ReLU), and ∞ · 0 poisons second-order meta-gradients with
+    # NaN. A floor of 1e-30 changes the value by at most 1e-15.
+    feats = [g, p, *momenta, *(m * rsqrt for m in momenta), jnp.sqrt(v + 1e-30), g * rsqrt]
     # Coordinate-major (coordinates, features), so each layer is ``x @ w`` with the
     # weights' output axis contiguous. Under vmap with per-particle weights (ES, PES)
     # XLA runs this batched matmul several times faster than ``w.T @ x``.
