@@ -18,14 +18,14 @@ error over tasks. An untrained reference (the family's random initialization wit
 SGD(0.01)) is evaluated alongside. The script prints a table and writes JSON and a PNG
 plot to benchmarks/results/.
 
-Second-order meta-gradients through ``mlp_optimizer`` are NaN on this family: about
-half the coordinates of the inner gradient are exactly zero (dead ReLU units), so the
-optimizer's second moment ``v`` is 0 there and the derivative of its ``sqrt(v)``
-feature is infinite (inf times a zero tangent gives NaN), and ``meta_train`` skips
-every update. The learned optimizers here therefore start ``v`` at 1e-20 instead of 0
-(``V0``), which leaves the forward computation unchanged to float32 precision and makes
-the second-order meta-gradient finite. ``--first-order`` meta-trains all three with
-first-order MAML instead.
+Second-order meta-gradients through ``mlp_optimizer`` were NaN on this family when
+these figures were taken: about half the coordinates of the inner gradient are exactly
+zero (dead ReLU units), so the optimizer's second moment ``v`` is 0 there and the
+derivative of its ``sqrt(v)`` feature was infinite. The learned optimizers here start
+``v`` at 1e-20 instead of 0 (``V0``), which leaves the forward computation unchanged to
+float32 precision; metaopt's MLP optimizer now floors ``v`` inside the square root
+itself, so ``V0`` is kept only to reproduce the recorded run. ``--first-order``
+meta-trains all three with first-order MAML instead.
 
 Settings (tuned lightly with 150-400 meta-steps, 300 held-out tasks, seed 0). MAML's
 inner SGD(0.01) diverges from this family's He initialization (inputs in [-5, 5]): the
