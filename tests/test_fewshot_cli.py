@@ -56,3 +56,14 @@ def test_train_config_rejects_combinations_that_cannot_work():
         TrainConfig(task="sinusoid", estimator="reptile")
     with pytest.raises(ValueError, match="task must be one of"):
         TrainConfig(task="quadratic", learner="learned_init", estimator="maml")
+
+
+def test_demos_reject_unknown_methods_and_bad_sizes(tmp_path):
+    from metaopt.cli.fewshot_demo import fewshot_demo, sinusoid_demo
+
+    with pytest.raises(ValueError, match="methods must be"):
+        fewshot_demo(tmp_path / "a", methods=("bogus",))
+    with pytest.raises(ValueError, match="meta_steps"):
+        sinusoid_demo(tmp_path / "b", meta_steps=0)
+    with pytest.raises(ValueError, match="reptile_inner_lr"):
+        sinusoid_demo(tmp_path / "c", reptile_inner_lr=-1.0)

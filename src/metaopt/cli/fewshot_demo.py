@@ -105,21 +105,26 @@ def _evaluate(learner, theta, family, key, settings, measures) -> tuple[dict, di
 
 
 def _tune_fine_tuning(theta, family, key, settings) -> float:
-    """The SGD rate whose fine-tuning gives the lowest mean query loss on validation tasks."""
-    scores = {}
-    for rate in FINE_TUNE_RATES:
-        learner = learned_initialization(lambda k: theta, optax.sgd(rate))
+    """The SGD rate whose fine-tuning gives the lowest mean query loss on validation tasks.
+
+    The rate is an argument of one compiled program, so the grid compiles once.
+    """
+
+    @jax.jit
+    def score(start, rate):
+        learner = learned_initialization(lambda k: start, optax.sgd(rate))
         curves = adaptation_curves(
             learner,
-            theta,
+            start,
             family,
             key,
             num_tasks=settings["num_tune_tasks"],
             num_steps=settings["eval_steps"],
         )
-        score = float(jnp.mean(curves[:, 1:]))
-        scores[rate] = score if np.isfinite(score) else np.inf
-    return min(scores, key=scores.get)
+        return jnp.mean(curves[:, 1:])
+
+    scores = {rate: float(score(theta, jnp.float32(rate))) for rate in FINE_TUNE_RATES}
+    return min(scores, key=lambda r: scores[r] if np.isfinite(scores[r]) else np.inf)
 
 
 def run_methods(
@@ -171,12 +176,30 @@ def run_methods(
     return results, fitted
 
 
-def _settings(**kw) -> dict[str, Any]:
-    for name in ("meta_steps", "num_tasks", "inner_steps", "num_eval_tasks", "num_tune_tasks"):
-        kw[name] = checks.positive_int(name, kw[name])
-    kw["eval_steps"] = checks.positive_int("eval_steps", kw["eval_steps"])
-    for name in ("meta_lr", "inner_lr", "reptile_lr", "reptile_inner_lr"):
-        kw[name] = checks.positive_float(name, kw[name])
+SETTINGS = (
+    "meta_steps",
+    "num_tasks",
+    "inner_steps",
+    "inner_lr",
+    "meta_lr",
+    "reptile_steps",
+    "reptile_lr",
+    "reptile_inner_lr",
+    "num_eval_tasks",
+    "num_tune_tasks",
+    "eval_steps",
+)
+
+
+def _settings(args: dict[str, Any]) -> dict[str, Any]:
+    """The checked method settings among a demo's arguments; also checks ``methods``."""
+    methods = args["methods"]
+    if not methods or any(m not in METHODS for m in methods):
+        raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}, got {methods}")
+    kw = {name: args[name] for name in SETTINGS}
+    for name in SETTINGS:
+        check = checks.positive_float if name.endswith("lr") else checks.positive_int
+        kw[name] = check(name, kw[name])
     return kw
 
 
@@ -259,22 +282,7 @@ def sinusoid_demo(
     """
     out = prepare_dir(out, "out")
     wall = time.perf_counter()
-    bad = [m for m in methods if m not in METHODS]
-    if bad or not methods:
-        raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}, got {methods}")
-    settings = _settings(
-        meta_steps=meta_steps,
-        num_tasks=num_tasks,
-        inner_steps=inner_steps,
-        inner_lr=inner_lr,
-        meta_lr=meta_lr,
-        reptile_steps=checks.positive_int("reptile_steps", reptile_steps),
-        reptile_lr=reptile_lr,
-        reptile_inner_lr=reptile_inner_lr,
-        num_eval_tasks=num_eval_tasks,
-        num_tune_tasks=num_tune_tasks,
-        eval_steps=eval_steps,
-    )
+    settings = _settings(locals())
     family = sinusoid_family(shots=shots, query_shots=shots)
     eval_family = sinusoid_family(shots=shots, query_shots=query_points)
     key = jax.random.key(int(seed))
@@ -343,19 +351,7 @@ def fewshot_demo(
     """
     out = prepare_dir(out, "out")
     wall = time.perf_counter()
-    settings = _settings(
-        meta_steps=meta_steps,
-        num_tasks=num_tasks,
-        inner_steps=inner_steps,
-        inner_lr=inner_lr,
-        meta_lr=meta_lr,
-        reptile_steps=checks.positive_int("reptile_steps", reptile_steps),
-        reptile_lr=reptile_lr,
-        reptile_inner_lr=reptile_inner_lr,
-        num_eval_tasks=num_eval_tasks,
-        num_tune_tasks=num_tune_tasks,
-        eval_steps=eval_steps,
-    )
+    settings = _settings(locals())
     data = datasets.digits()
     record: dict[str, Any] = {
         "experiment": "fewshot",
