@@ -13,6 +13,7 @@ from metaopt.core.unroll import InnerState, init_inner, unroll
 from metaopt.estimators.es import es
 from metaopt.estimators.full_bptt import full_bptt
 from metaopt.estimators.maml import fomaml, maml
+from metaopt.estimators.mixture import mixture
 from metaopt.estimators.objectives import (
     Objective,
     final_loss,
@@ -48,6 +49,8 @@ from metaopt.learners.learning_rates import meta_sgd, per_parameter_sgd
 from metaopt.optimizers.lstm import lstm_optimizer
 from metaopt.optimizers.mlp import mlp_optimizer
 from metaopt.optimizers.preprocess import log_and_sign
+from metaopt.optimizers.versatile import versatile_optimizer
+from metaopt.tasks.augment import rescaled
 from metaopt.tasks.fewshot import fewshot_family, query_accuracy
 from metaopt.tasks.quadratic import quadratic_family
 from metaopt.tasks.regression import mlp_regression_family
@@ -104,6 +107,7 @@ __all__ = [
     "maml",
     "meta_sgd",
     "meta_train",
+    "mixture",
     "mlp_optimizer",
     "mlp_regression_family",
     "per_parameter_sgd",
@@ -115,6 +119,7 @@ __all__ = [
     "query_accuracy",
     "replicate",
     "reptile",
+    "rescaled",
     "save",
     "shard_tasks",
     "sinusoid_family",
@@ -124,4 +129,5 @@ __all__ = [
     "tune_learning_rate",
     "unroll",
     "validation_loss",
+    "versatile_optimizer",
 ]

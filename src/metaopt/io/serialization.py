@@ -18,6 +18,7 @@ from metaopt.core.types import LearnedOptimizer, Theta
 from metaopt.optimizers.lstm import lstm_optimizer
 from metaopt.optimizers.mlp import mlp_optimizer
 from metaopt.optimizers.split import conv_and_rest_optimizer
+from metaopt.optimizers.versatile import versatile_optimizer
 
 MAGIC = b"METAOPT\x00"
 VERSION = 1
@@ -29,7 +30,12 @@ def _conv_and_rest(conv: dict[str, Any], rest: dict[str, Any]) -> LearnedOptimiz
     )
 
 
-ARCHITECTURES = {"lstm": lstm_optimizer, "mlp": mlp_optimizer, "conv_and_rest": _conv_and_rest}
+ARCHITECTURES = {
+    "lstm": lstm_optimizer,
+    "mlp": mlp_optimizer,
+    "versatile": versatile_optimizer,
+    "conv_and_rest": _conv_and_rest,
+}
 
 
 class OptimizerFileError(ValueError):

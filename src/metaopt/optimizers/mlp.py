@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from metaopt.core import checks
 from metaopt.core.types import LearnedOptimizer, Params, PyTree, Theta
+from metaopt.optimizers.leafwise import map_leaves
 
 MOMENTUM_DECAYS = (0.5, 0.9, 0.99)
 SECOND_MOMENT_DECAY = 0.999
@@ -134,36 +135,16 @@ def mlp_optimizer(
     def update(
         theta: Theta, grads: PyTree, state: MLPLOptState, params: Params | None = None
     ) -> tuple[PyTree, MLPLOptState]:
-        if params is None:
-            raise ValueError("params must be given: the MLP learned optimizer reads them")
-        checks.float_tree("grads", grads)
-        treedef = jax.tree.structure(grads)
-        checks.same_structure(
-            "grads", treedef, jax.tree.structure(state.second_moment), "the optimizer state"
-        )
-        checks.same_structure("params", jax.tree.structure(params), treedef, "grads")
         count = state.count + 1
-        embed = jnp.tanh(count.astype(jnp.float32) / timescales)
-        step_bias = embed @ theta["step_embed"]
-        g_leaves = treedef.flatten_up_to(grads)
-        p_leaves = treedef.flatten_up_to(params)
-        v_leaves = treedef.flatten_up_to(state.second_moment)
-        m_leaves = [treedef.flatten_up_to(m) for m in state.momenta]
-        for g, v in zip(g_leaves, v_leaves, strict=True):
-            if jnp.shape(g) != jnp.shape(v):
-                raise ValueError(
-                    f"grads leaf of shape {jnp.shape(g)} does not match the optimizer state "
-                    f"leaf of shape {jnp.shape(v)}"
-                )
-        results = [
-            leaf_update(theta, g, p, tuple(m[i] for m in m_leaves), v, step_bias)
-            for i, (g, p, v) in enumerate(zip(g_leaves, p_leaves, v_leaves, strict=True))
-        ]
-        updates = treedef.unflatten([r[0] for r in results])
-        momenta = tuple(
-            treedef.unflatten([r[1][k] for r in results]) for k in range(len(MOMENTUM_DECAYS))
+        step_bias = jnp.tanh(count.astype(jnp.float32) / timescales) @ theta["step_embed"]
+        updates, momenta, second = map_leaves(
+            lambda g, p, ms, v: leaf_update(theta, g, p, ms, v, step_bias),
+            grads,
+            params,
+            state.momenta,
+            state.second_moment,
+            who="MLP",
         )
-        second = treedef.unflatten([r[2] for r in results])
         return updates, MLPLOptState(momenta=momenta, second_moment=second, count=count)
 
     return LearnedOptimizer(

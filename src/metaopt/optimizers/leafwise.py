@@ -1,0 +1,74 @@
+"""The per-tensor plumbing shared by learned optimizers with momenta and a second moment.
+
+Such an optimizer updates each parameter tensor on its own (a tensor's features, like
+its RMS, are computed over that tensor alone), so its ``update`` checks that grads,
+params and state match, then maps one function over the leaves and reassembles the
+trees. This module is that plumbing, so each architecture's file holds only its rule.
+"""
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from metaopt.core import checks
+from metaopt.core.types import PyTree
+
+LeafFn = Callable[..., tuple[jax.Array, tuple[jax.Array, ...], jax.Array]]
+
+
+def map_leaves(
+    leaf_fn: LeafFn,
+    grads: PyTree,
+    params: PyTree | None,
+    momenta: tuple[PyTree, ...],
+    second_moment: PyTree,
+    *,
+    who: str,
+) -> tuple[PyTree, tuple[PyTree, ...], PyTree]:
+    """Checks the arguments, then applies ``leaf_fn(g, p, momenta, v)`` to every tensor.
+
+    Args:
+      leaf_fn: ``(g, p, (m_1, ...), v) -> (update, (m_1', ...), v')`` for one tensor.
+      grads: the gradients.
+      params: the parameters (required).
+      momenta: the state's momentum trees, each shaped like ``grads``.
+      second_moment: the state's second-moment tree.
+      who: the optimizer's name, for error messages.
+
+    Returns:
+      ``(updates, momenta, second_moment)`` as trees shaped like ``grads``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> fn = lambda g, p, ms, v: (-g, tuple(m + g for m in ms), v + g * g)
+      >>> z = {"w": jnp.zeros(2)}
+      >>> u, ms, v = map_leaves(fn, {"w": jnp.ones(2)}, z, (z,), z, who="demo")
+      >>> u["w"].tolist(), ms[0]["w"].tolist(), v["w"].tolist()
+      ([-1.0, -1.0], [1.0, 1.0], [1.0, 1.0])
+    """
+    if params is None:
+        raise ValueError(f"params must be given: the {who} learned optimizer reads them")
+    checks.float_tree("grads", grads)
+    treedef = jax.tree.structure(grads)
+    checks.same_structure(
+        "grads", treedef, jax.tree.structure(second_moment), "the optimizer state"
+    )
+    checks.same_structure("params", jax.tree.structure(params), treedef, "grads")
+    g_leaves = treedef.flatten_up_to(grads)
+    p_leaves = treedef.flatten_up_to(params)
+    v_leaves = treedef.flatten_up_to(second_moment)
+    m_leaves = [treedef.flatten_up_to(m) for m in momenta]
+    for g, v in zip(g_leaves, v_leaves, strict=True):
+        if jnp.shape(g) != jnp.shape(v):
+            raise ValueError(
+                f"grads leaf of shape {jnp.shape(g)} does not match the optimizer state "
+                f"leaf of shape {jnp.shape(v)}"
+            )
+    results = [
+        leaf_fn(g, p, tuple(m[i] for m in m_leaves), v)
+        for i, (g, p, v) in enumerate(zip(g_leaves, p_leaves, v_leaves, strict=True))
+    ]
+    updates = treedef.unflatten([r[0] for r in results])
+    new_momenta = tuple(treedef.unflatten([r[1][k] for r in results]) for k in range(len(momenta)))
+    return updates, new_momenta, treedef.unflatten([r[2] for r in results])
