@@ -2,7 +2,7 @@
 
 ``lstm_quadratic`` and ``mlp_regression`` are made by the metaopt command line;
 ``versatile`` is meta-trained here with PES on the mixture of
-:mod:`metaopt.train.versatile` (about 1.5 hours on a 2-core CPU), checkpointed in
+:mod:`metaopt.train.versatile` (about 45 minutes on a 2-core CPU), checkpointed in
 build/pretrained/versatile: stop it with Ctrl-C and continue with ``--resume``. Each
 optimizer's command, seed, meta-training figures and evaluation are recorded beside it
 as JSON; the versatile optimizer's held-out evaluation is benchmarks/heldout_suite.py.
@@ -104,7 +104,7 @@ def make(name: str, recipe: dict) -> None:
 
 VERSATILE = {
     "seed": 0,
-    "num_steps": 5000,
+    "num_steps": 3000,
     "estimator": {
         "num_tasks": 8,
         "truncation": 50,
@@ -156,11 +156,25 @@ def make_versatile(resume: bool) -> None:
         print("continue with: python scripts/make_pretrained.py --only versatile --resume")
         return
     mo.save(out / "optimizer.mopt", lopt, state.theta)
+    heldout = out / "heldout.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "heldout_suite.py"),
+            "--lopt",
+            f"versatile={out / 'optimizer.mopt'}",
+            *[name for name in RECIPES if (TARGET / f"{name}.mopt").exists()],
+            "--json",
+            str(heldout),
+        ],
+        check=True,
+    )
+    suite = json.loads(heldout.read_text())
     record = {
         "name": "versatile",
         "lopt": "versatile",
         "command": "python scripts/make_pretrained.py --only versatile [--resume]",
-        "eval_command": "python benchmarks/heldout_suite.py",
+        "eval_command": "python benchmarks/heldout_suite.py --lopt versatile=FILE ...",
         "seed": recipe["seed"],
         "recipe": recipe,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -171,6 +185,24 @@ def make_versatile(resume: bool) -> None:
             "wall_seconds": state.wall_seconds,
             "function_steps_per_second": state.step * estimator.function_steps / state.seconds,
             "skipped": state.skipped,
+        },
+        "evaluation": {
+            "suite": "heldout",
+            "results": suite["date"],
+            "summary": suite["summary"],
+            "problems": {
+                name: {
+                    "tuned_adam_lr": p["tuned_lr"],
+                    **{
+                        opt: {
+                            "final_loss_mean": row["final_loss_mean"],
+                            "over_tuned_adam": row["over_tuned_adam"],
+                        }
+                        for opt, row in p["optimizers"].items()
+                    },
+                }
+                for name, p in suite["problems"].items()
+            },
         },
     }
     TARGET.mkdir(exist_ok=True)

@@ -15,10 +15,12 @@ Three published ingredients, combined:
   the parameterization and the stage of training, as in VeLO's tensor-level inputs
   (Metz et al. 2022, arXiv 2211.09760) at a fraction of its cost.
 
-The update of a coordinate is ``-exp(log_lr) · exp(3 tanh(s/3)) · (u + tanh(d))``
-where ``u`` is Adam's direction and ``(d, s)`` the network's two outputs: bounded in
-magnitude for any θ, which keeps long runs finite. The per-coordinate network reads
-three features and has one hidden layer, about 200 multiply-adds per parameter.
+The update of a coordinate is ``-exp(log_lr + 3 tanh(s/3)) · (u + sign(u) tanh(d))``
+where ``u`` is Adam's direction and ``(d, s)`` the network's two outputs on features
+multiplied by ``sign(u)``: bounded in magnitude for any θ, which keeps long runs finite,
+and odd in the gradient history, so noise does not make parameters drift. The
+per-coordinate network reads three features and has one hidden layer, about 200
+multiply-adds per parameter.
 """
 
 from typing import NamedTuple
@@ -117,12 +119,17 @@ def versatile_optimizer(hidden_size: int = 32, init_lr: float = 1e-3) -> Learned
         scale = 1.0 / (jnp.sqrt(v / (1 - SECOND_MOMENT_DECAY**t) + 1e-30) + EPS)
         directions = [m / (1 - b**t) * scale for b, m in zip(BETAS, momenta, strict=True)]
         u = directions[0]
-        x = jnp.stack([d.reshape(-1) for d in (*directions, g32 * scale)], axis=-1)
+        # Features in the frame of Adam's direction: multiplied by sign(u), the network's
+        # direction output multiplied back. The correction is then an odd function of the
+        # gradient history, so gradient noise symmetric about zero moves no parameter on
+        # average, and a coordinate with u = 0 gets no correction.
+        sign = jnp.sign(u).reshape(-1, 1)
+        x = jnp.stack([d.reshape(-1) for d in (*directions, g32 * scale)], axis=-1) * sign
         tensor = _tensor_features(embed, p.astype(jnp.float32), u)
         bias = theta["b1"] + tensor @ theta["tensor_w"]
         h = jax.nn.relu(x @ theta["w1"] + bias)
         out = h @ theta["w2"] + theta["b2"]
-        correction = jnp.tanh(out[:, 0]).reshape(u.shape)
+        correction = (sign[:, 0] * jnp.tanh(out[:, 0])).reshape(u.shape)
         log_scale = MAX_LOG_SCALE * jnp.tanh(out[:, 1] / MAX_LOG_SCALE).reshape(u.shape)
         step = -jnp.exp(theta["log_lr"] + log_scale) * (u + correction)
         # A coordinate that has never had a gradient (an unused parameter, a masked

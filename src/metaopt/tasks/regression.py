@@ -52,6 +52,7 @@ def mlp_regression_family(
     hidden_sizes: tuple[int, ...] = (32,),
     teacher_width: int = 16,
     batch_size: int = 64,
+    noise_std: float = 0.0,
 ) -> TaskFamily:
     """Returns the family of student-teacher MLP regression tasks.
 
@@ -60,6 +61,8 @@ def mlp_regression_family(
       hidden_sizes: the student's hidden layer widths.
       teacher_width: hidden units of the random teacher.
       batch_size: examples per minibatch.
+      noise_std: standard deviation of Gaussian noise added to the targets, so the
+        minibatch gradient stays noisy near the best fit.
 
     Example:
       >>> import jax
@@ -73,6 +76,9 @@ def mlp_regression_family(
     hidden_sizes = tuple(checks.positive_int("hidden_sizes", h) for h in hidden_sizes)
     teacher_width = checks.positive_int("teacher_width", teacher_width)
     batch_size = checks.positive_int("batch_size", batch_size)
+    if not noise_std >= 0:
+        raise ValueError(f"noise_std must be a non-negative number, got {noise_std!r}")
+    noise_std = float(noise_std)
     sizes = (input_dim, *hidden_sizes, 1)
 
     def sample(key: jax.Array) -> TeacherConfig:
@@ -90,6 +96,8 @@ def mlp_regression_family(
     def loss(cfg: TeacherConfig, params: list[dict], key: jax.Array) -> jax.Array:
         x = jax.random.normal(key, (batch_size, input_dim))
         y = jnp.tanh(x @ cfg.w1 + cfg.b1) @ cfg.w2
+        if noise_std:
+            y = y + noise_std * jax.random.normal(jax.random.fold_in(key, 1), y.shape)
         return jnp.mean((mlp_forward(params, x) - y) ** 2)
 
     return TaskFamily(name="mlp_regression", sample=sample, init=init, loss=loss)

@@ -9,7 +9,9 @@ orders of magnitude pull on θ equally:
   small initial weights, minibatches of 32;
 - digits MLP classifiers with two hidden layers of 16 to 64 units, larger initial
   weights, minibatches of 128;
-- student-teacher regression with a two-hidden-layer ReLU MLP, He-initialized.
+- student-teacher regression with a two-hidden-layer ReLU MLP, He-initialized;
+- noisy student-teacher regression with a deep, narrow ReLU MLP (four hidden layers of
+  32) on minibatches of 16, where large steps stall at a noise floor.
 
 None of the problems of :mod:`metaopt.evaluation.suite` is among them. Conv nets are left
 out on purpose: vmapped over tasks with their own kernels they run as grouped
@@ -54,7 +56,7 @@ def versatile_families(max_scale: float = 10.0) -> list[TaskFamily]:
 
     Example:
       >>> len(versatile_families())
-      3
+      4
     """
     data = digits()
     families = [
@@ -65,6 +67,9 @@ def versatile_families(max_scale: float = 10.0) -> list[TaskFamily]:
             data, widths=(16, 32, 64), num_layers=2, batch_size=128, init_std=0.2
         ),
         mlp_regression_family(input_dim=8, hidden_sizes=(32, 32), batch_size=64),
+        mlp_regression_family(
+            input_dim=8, hidden_sizes=(32, 32, 32, 32), batch_size=16, noise_std=0.1
+        ),
     ]
     return [rescaled(f, max_scale=max_scale) for f in families]
 
@@ -96,7 +101,7 @@ def versatile_estimator(
       >>> est = versatile_estimator(learned_optimizer(versatile_optimizer()), num_tasks=2,
       ...     truncation=10, min_horizon=20, max_horizon=40)
       >>> est.function_steps
-      120
+      160
     """
     schedule = log_uniform_schedule(min_horizon, max_horizon)
     return mixture(
