@@ -5,11 +5,15 @@ params and optimizer state donated, as a user's loop would run it. Two sizes: an
 MNIST-shaped 784-20-10 MLP with batch 128 (about 16k params) and a 784-1024-256-10
 MLP (about 1.07M params). Data is random: step time does not depend on its values.
 
-Run: python benchmarks/step_time.py [--steps N]
+Each optimizer's steps are timed in ``--repeats`` runs; the median is reported, with
+the spread of its ratio to Adam over the repeats.
+
+Run: python benchmarks/step_time.py [--steps N] [--repeats R] [--only NAME ...]
 """
 
 import argparse
 import itertools
+import statistics
 import time
 
 import jax
@@ -35,7 +39,7 @@ def make_step(tx):
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def measure(tx, sizes, steps, batch=128):
+def measure(tx, sizes, steps, batch=128, repeats=3):
     key = jax.random.key(0)
     params = init_mlp(key, sizes)
     x = jax.random.normal(jax.random.key(1), (batch, sizes[0]))
@@ -48,36 +52,56 @@ def measure(tx, sizes, steps, batch=128):
     for _ in range(5):  # warm-up
         params, state, value = compiled(params, state, x, y)
     jax.block_until_ready(value)
-    start = time.perf_counter()
-    for _ in range(steps):
-        params, state, value = compiled(params, state, x, y)
-    jax.block_until_ready((params, value))
-    return compile_s, (time.perf_counter() - start) / steps
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            params, state, value = compiled(params, state, x, y)
+        jax.block_until_ready((params, value))
+        times.append((time.perf_counter() - start) / steps)
+    return compile_s, times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of --steps each")
+    parser.add_argument("--only", nargs="*", help="optimizers to time besides adam")
     args = parser.parse_args()
     optimizers = {"adam": lambda: optax.adam(1e-3)}
     for name in mo.pretrained_names():
         optimizers[name] = lambda name=name: mo.pretrained(name)
+    # The versatile architecture's cost does not depend on its weights' values.
+    versatile = mo.versatile_optimizer()
+    optimizers["versatile"] = lambda: mo.as_optax(versatile, versatile.init(jax.random.key(0)))
+    if args.only:
+        optimizers = {k: v for k, v in optimizers.items() if k == "adam" or k in args.only}
     record = {"steps": args.steps, "batch": 128, "sizes": {}}
     for size_name, sizes in SIZES.items():
         n_params = sum(a * b + b for a, b in itertools.pairwise(sizes))
         rows = {}
         for name, make in optimizers.items():
-            compile_s, step_s = measure(make(), sizes, args.steps)
-            rows[name] = {"compile_seconds": compile_s, "step_seconds": step_s}
+            compile_s, times = measure(make(), sizes, args.steps, repeats=args.repeats)
+            rows[name] = {
+                "compile_seconds": compile_s,
+                "step_seconds": statistics.median(times),
+                "step_seconds_repeats": times,
+            }
+        adam = rows["adam"]
         for row in rows.values():
-            row["step_time_over_adam"] = row["step_seconds"] / rows["adam"]["step_seconds"]
+            row["step_time_over_adam"] = row["step_seconds"] / adam["step_seconds"]
+            # The spread of the ratio: each repeat against Adam's repeat of the same index.
+            pairs = zip(row["step_seconds_repeats"], adam["step_seconds_repeats"], strict=True)
+            ratios = [a / b for a, b in pairs]
+            row["over_adam_min_max"] = [min(ratios), max(ratios)]
         record["sizes"][size_name] = {"layers": sizes, "params": n_params, "optimizers": rows}
         print(f"\nMLP {'-'.join(map(str, sizes))} ({n_params:,} params), batch 128")
-        print(f"{'optimizer':<16} {'compile s':>9} {'step ms':>9} {'× adam':>7}")
+        print(f"{'optimizer':<16} {'compile s':>9} {'step ms':>9} {'× adam':>7} {'spread':>13}")
         for name, row in rows.items():
+            lo, hi = row["over_adam_min_max"]
             print(
                 f"{name:<16} {row['compile_seconds']:9.2f} {row['step_seconds'] * 1e3:9.3f} "
-                f"{row['step_time_over_adam']:7.2f}"
+                f"{row['step_time_over_adam']:7.2f} {lo:6.2f}–{hi:<6.2f}"
             )
     print(f"\nwrote {write('step_time', record)}")
 
