@@ -3,7 +3,9 @@
 ``lstm_quadratic`` and ``mlp_regression`` are made by the metaopt command line;
 ``versatile`` is meta-trained here with PES on the mixture of
 :mod:`metaopt.train.versatile` (about 45 minutes on a 2-core CPU), checkpointed in
-build/pretrained/versatile: stop it with Ctrl-C and continue with ``--resume``. Each
+build/pretrained/versatile: stop it with Ctrl-C and continue with ``--resume``. It is
+judged on benchmarks/heldout_suite.py and shipped only if it helps there (see
+SHIP_GEOMEAN); otherwise the candidate stays in build/pretrained/versatile. Each
 optimizer's command, seed, meta-training figures and evaluation are recorded beside it
 as JSON; the versatile optimizer's held-out evaluation is benchmarks/heldout_suite.py.
 
@@ -101,6 +103,11 @@ def make(name: str, recipe: dict) -> None:
     (TARGET / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {TARGET / name}.mopt and .json")
 
+
+# A candidate ships only if it helps on the held-out suite: final losses within this
+# factor of per-problem tuned Adam in geometric mean, better than Adam at 1e-3 on most
+# problems, and finite on all.
+SHIP_GEOMEAN = 1.0
 
 VERSATILE = {
     "seed": 0,
@@ -205,9 +212,25 @@ def make_versatile(resume: bool) -> None:
             },
         },
     }
+    (out / "record.json").write_text(json.dumps(record, indent=2) + "\n")
+    verdict = suite["summary"]["versatile"]
+    geomean = verdict["geomean_over_tuned_adam"]
+    helps = (
+        verdict["all_finite"]
+        and geomean is not None
+        and geomean <= SHIP_GEOMEAN
+        and 2 * verdict["better_than_default_adam"] > verdict["problems"]
+    )
+    if not helps:
+        print(
+            f"not shipped: geomean {geomean} x tuned Adam (at most {SHIP_GEOMEAN} needed), "
+            f"better than Adam 1e-3 on {verdict['better_than_default_adam']} of "
+            f"{verdict['problems']} (most needed); the candidate and its record stay in {out}"
+        )
+        return
     TARGET.mkdir(exist_ok=True)
     shutil.copyfile(out / "optimizer.mopt", TARGET / "versatile.mopt")
-    (TARGET / "versatile.json").write_text(json.dumps(record, indent=2) + "\n")
+    shutil.copyfile(out / "record.json", TARGET / "versatile.json")
     print(f"wrote {TARGET / 'versatile'}.mopt and .json")
 
 
