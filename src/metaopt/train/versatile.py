@@ -1,4 +1,4 @@
-"""The meta-training distribution of the shipped ``versatile`` learned optimizer.
+"""The meta-training distribution of the ``versatile`` learned optimizer.
 
 A mixture of small, diverse task families, each under random reparameterization
 (:func:`~metaopt.tasks.augment.rescaled`), trained by PES over horizons of hundreds to
