@@ -133,6 +133,7 @@ def make_versatile(resume: bool) -> None:
 
     import metaopt as mo
     from metaopt.cli.run import checkpointed_meta_train
+    from metaopt.evaluation.machine import machine
     from metaopt.io.checkpoint import checkpoint_steps
     from metaopt.optimizers.versatile import versatile_optimizer
     from metaopt.train.versatile import versatile_estimator
@@ -185,7 +186,7 @@ def make_versatile(resume: bool) -> None:
         "seed": recipe["seed"],
         "recipe": recipe,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": _machine(),
+        "machine": machine(),
         "meta_train": {
             "meta_steps": state.step,
             "seconds": state.seconds,
@@ -232,12 +233,6 @@ def make_versatile(resume: bool) -> None:
     shutil.copyfile(out / "optimizer.mopt", TARGET / "versatile.mopt")
     shutil.copyfile(out / "record.json", TARGET / "versatile.json")
     print(f"wrote {TARGET / 'versatile'}.mopt and .json")
-
-
-def _machine() -> dict:
-    from metaopt.evaluation.machine import machine
-
-    return machine()
 
 
 def main() -> None:

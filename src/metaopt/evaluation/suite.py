@@ -15,15 +15,16 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from metaopt.core import checks
 from metaopt.core.types import Params
+from metaopt.evaluation.evaluate import log_grid
 from metaopt.tasks.conv import conv_forward
 from metaopt.tasks.datasets import digits
 
-ADAM_GRID = tuple(float(x) for x in 10.0 ** np.arange(-4.0, -0.4, 0.5))  # 1e-4 … 1e-1 × √10
+# Half-decades from 1e-4 to 10^-0.5 ≈ 0.32.
+ADAM_GRID = tuple(float(x) for x in log_grid(1e-4, 10**-0.5, 8))
 
 
 class Problem(NamedTuple):
@@ -145,6 +146,8 @@ def _conv_digits(steps: int) -> Problem:
         description="conv net (2 × 16 channels 3×3, batch norm, pooling) on the digits, batch 64",
         init=init,
         loss=lambda p, key: ce(p, *_minibatch(x, y, key, 64)),
+        # Batch norm normalizes by the statistics of its batch, so the reported loss is
+        # the mean over batches of 128 (the first 1,152 examples, nine whole batches).
         eval_loss=lambda p: jnp.mean(jax.vmap(lambda i: ce(p, x[i], y[i]))(_chunks(len(x)))),
         steps=steps,
     )

@@ -72,3 +72,39 @@ def map_leaves(
     updates = treedef.unflatten([r[0] for r in results])
     new_momenta = tuple(treedef.unflatten([r[1][k] for r in results]) for k in range(len(momenta)))
     return updates, new_momenta, treedef.unflatten([r[2] for r in results])
+
+
+def zero_moments(params: PyTree, num_momenta: int) -> tuple[tuple[PyTree, ...], PyTree]:
+    """Float32 zeros shaped like ``params``: ``num_momenta`` momentum trees and a second moment.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> momenta, v = zero_moments({"w": jnp.ones(2, jnp.bfloat16)}, 2)
+      >>> len(momenta), v["w"].dtype
+      (2, dtype('float32'))
+    """
+    checks.float_tree("params", params)
+
+    def zeros() -> PyTree:
+        return jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)
+
+    return tuple(zeros() for _ in range(num_momenta)), zeros()
+
+
+def accumulate(
+    g: jax.Array,
+    momenta: tuple[jax.Array, ...],
+    v: jax.Array,
+    decays: tuple[float, ...],
+    second_decay: float,
+) -> tuple[tuple[jax.Array, ...], jax.Array]:
+    """One step of exponential moving averages: each momentum of ``g``, and of ``g²``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> (m,), v = accumulate(jnp.array(2.0), (jnp.array(0.0),), jnp.array(0.0), (0.5,), 0.75)
+      >>> float(m), float(v)
+      (1.0, 1.0)
+    """
+    momenta = tuple(b * m + (1 - b) * g for b, m in zip(decays, momenta, strict=True))
+    return momenta, second_decay * v + (1 - second_decay) * g * g

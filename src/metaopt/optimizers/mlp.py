@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from metaopt.core import checks
 from metaopt.core.types import LearnedOptimizer, Params, PyTree, Theta
-from metaopt.optimizers.leafwise import map_leaves
+from metaopt.optimizers.leafwise import accumulate, map_leaves, zero_moments
 
 MOMENTUM_DECAYS = (0.5, 0.9, 0.99)
 SECOND_MOMENT_DECAY = 0.999
@@ -107,21 +107,17 @@ def mlp_optimizer(
 
     def init_state(theta: Theta, params: Params) -> MLPLOptState:
         del theta
-        checks.float_tree("params", params)
-        zeros = lambda: jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)  # noqa: E731
+        momenta, second = zero_moments(params, len(MOMENTUM_DECAYS))
         return MLPLOptState(
-            momenta=tuple(zeros() for _ in MOMENTUM_DECAYS),
-            second_moment=zeros(),
+            momenta=momenta,
+            second_moment=second,
             count=jnp.zeros((), jnp.int32),
         )
 
     def leaf_update(theta, g, p, momenta, v, step_bias):
         dtype = theta["layers"][0]["w"].dtype
         g32 = g.astype(dtype)
-        momenta = tuple(
-            b * m + (1 - b) * g32 for b, m in zip(MOMENTUM_DECAYS, momenta, strict=True)
-        )
-        v = SECOND_MOMENT_DECAY * v + (1 - SECOND_MOMENT_DECAY) * g32 * g32
+        momenta, v = accumulate(g32, momenta, v, MOMENTUM_DECAYS, SECOND_MOMENT_DECAY)
         x = _features(g32, p.astype(dtype), momenta, v)
         layers = theta["layers"]
         x = jax.nn.relu(x @ layers[0]["w"] + (layers[0]["b"] + step_bias))

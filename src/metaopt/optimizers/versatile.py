@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from metaopt.core import checks
 from metaopt.core.types import LearnedOptimizer, Params, PyTree, Theta
-from metaopt.optimizers.leafwise import map_leaves
+from metaopt.optimizers.leafwise import accumulate, map_leaves, zero_moments
 
 BETAS = (0.9, 0.99)
 SECOND_MOMENT_DECAY = 0.999
@@ -102,18 +102,16 @@ def versatile_optimizer(hidden_size: int = 32, init_lr: float = 1e-3) -> Learned
 
     def init_state(theta: Theta, params: Params) -> VersatileState:
         del theta
-        checks.float_tree("params", params)
-        zeros = lambda: jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)  # noqa: E731
+        momenta, second = zero_moments(params, len(BETAS))
         return VersatileState(
-            momenta=tuple(zeros() for _ in BETAS),
-            second_moment=zeros(),
+            momenta=momenta,
+            second_moment=second,
             count=jnp.zeros((), jnp.int32),
         )
 
     def leaf_update(theta, g, p, momenta, v, count, embed):
         g32 = g.astype(jnp.float32)
-        momenta = tuple(b * m + (1 - b) * g32 for b, m in zip(BETAS, momenta, strict=True))
-        v = SECOND_MOMENT_DECAY * v + (1 - SECOND_MOMENT_DECAY) * g32 * g32
+        momenta, v = accumulate(g32, momenta, v, BETAS, SECOND_MOMENT_DECAY)
         t = count.astype(jnp.float32)
         # The floor keeps √'s derivative finite where v = 0 (see optimizers/mlp.py).
         scale = 1.0 / (jnp.sqrt(v / (1 - SECOND_MOMENT_DECAY**t) + 1e-30) + EPS)
