@@ -28,16 +28,26 @@ from metaopt.train.versatile import log_loss_objective, versatile_estimator
 BETAS = (0.9, 0.99)
 BETA2 = 0.999
 EPS = 1e-8
-TIMESCALES = np.array([1.0, 10.0, 100.0, 1e3, 1e4])
+TIMESCALES = np.array([1.0, 10.0, 100.0, 1e3])
+RATE_STEP = 0.1  # largest change of a tensor's log rate per step
+RATE_GAIN = 0.02  # fresh θ: d log(rate) ≈ 0.02 · cos(g, previous Adam direction)
+RATE_RANGE = (np.log(1e-2), np.log(3e2))
 
 
 def with_output_weights(theta, key, scale=0.5):
-    """θ with random nonzero output layer, so the network changes the update."""
-    k1, k2 = jax.random.split(key)
+    """θ with random nonzero output layer and rate head, so both change the update."""
+    k1, k2, k3 = jax.random.split(key, 3)
     theta = dict(theta)
     theta["w2"] = scale * jax.random.normal(k1, theta["w2"].shape)
     theta["b2"] = scale * jax.random.normal(k2, theta["b2"].shape)
+    theta["rate_w"] = theta["rate_w"] + scale * jax.random.normal(k3, theta["rate_w"].shape)
     return theta
+
+
+def cosine(a, b):
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    denom = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / denom) if denom > 0 else 0.0
 
 
 def tree_allclose(a, b, **tol):
@@ -51,10 +61,12 @@ def tree_allclose(a, b, **tol):
 # The update rule.
 
 
-def test_fresh_versatile_is_adam():
+def test_fresh_versatile_is_adam_with_hypergradient_rates():
+    """Fresh θ: Adam's direction at a per-tensor rate that follows the cosine between the
+    gradient and the previous Adam direction, computed here with optax and NumPy."""
     lopt = versatile_optimizer()
     theta = lopt.init(jax.random.key(0))
-    adam = optax.adam(1e-3)
+    adam = optax.scale_by_adam(b1=0.9, b2=0.999, eps=EPS)
     target = {"w": jnp.linspace(-2.0, 3.0, 12).reshape(3, 4), "b": jnp.array([0.5, -1.0, 4.0])}
     curv = {"w": jnp.linspace(0.1, 5.0, 12).reshape(3, 4), "b": jnp.array([1.0, 10.0, 0.01])}
 
@@ -68,29 +80,69 @@ def test_fresh_versatile_is_adam():
     adam_update = jax.jit(lambda s, p: adam.update(jax.grad(loss)(p), s, p))
     p_l = p_a = {"w": jnp.zeros((3, 4)), "b": jnp.ones(3)}
     s_l, s_a = lopt.init_state(theta, p_l), adam.init(p_a)
-    for _ in range(20):
+    log_rate = {"w": 0.0, "b": 0.0}
+    previous = {"w": np.zeros((3, 4)), "b": np.zeros(3)}
+    for step in range(30):
+        grads = jax.grad(loss)(p_a)
         u_l, s_l = lopt_update(s_l, p_l)
         u_a, s_a = adam_update(s_a, p_a)
+        for k in log_rate:
+            change = RATE_STEP * np.tanh(RATE_GAIN / RATE_STEP * cosine(grads[k], previous[k]))
+            log_rate[k] = float(np.clip(log_rate[k] + change, *RATE_RANGE))
+        previous = {k: np.asarray(u, np.float64) for k, u in u_a.items()}
+        u_a = {k: -1e-3 * np.exp(log_rate[k]) * np.asarray(u) for k, u in u_a.items()}
+        if step == 0:  # no previous direction yet: Adam's first step
+            tree_allclose(u_l, jax.tree.map(lambda g: -1e-3 * jnp.sign(g), grads), rtol=1e-5)
         p_l, p_a = optax.apply_updates(p_l, u_l), optax.apply_updates(p_a, u_a)
         # Same formula, different float32 op order (exp(log 1e-3) vs 1e-3, a multiply by
-        # 1/(√v̂+ε) vs a divide, a 1e-30 floor under the root): a few ulp per update of
-        # ~1e-3 on params of O(1), so the trajectories agree far inside rtol 1e-5, atol 1e-7.
-        tree_allclose(u_l, u_a, rtol=1e-5, atol=1e-10)
-        tree_allclose(p_l, p_a, rtol=1e-5, atol=1e-7)
-    # The comparison means something: the params did move from the start.
+        # 1/(√v̂+ε) vs a divide, a 1e-30 floor under the root, the cosine in float32 vs
+        # float64): a few ulp per update of ~1e-3 on params of O(1), so the trajectories
+        # agree far inside rtol 1e-4, atol 1e-6.
+        tree_allclose(u_l, u_a, rtol=1e-4, atol=1e-9)
+        tree_allclose(p_l, p_a, rtol=1e-4, atol=1e-6)
+        tree_allclose(s_l.log_rate, log_rate, rtol=1e-4, atol=1e-6)
+    # The comparison means something: the params moved and the rates adapted.
     assert float(jnp.max(jnp.abs(p_l["w"]))) > 0.01
+    assert min(abs(r) for r in log_rate.values()) > 0.05
+
+
+def test_rate_follows_closed_form_under_steady_and_alternating_gradients():
+    """A steady gradient agrees with the previous direction (cosine 1) and an alternating
+    one opposes it (cosine -1): from the second step on, each tensor's log rate moves by
+    ±0.1 tanh(0.2) per step until it reaches its bound."""
+    lopt = versatile_optimizer()
+    theta = lopt.init(jax.random.key(0))
+    params = {"steady": jnp.zeros(5), "alternating": jnp.zeros((2, 3))}
+    state = lopt.init_state(theta, params)
+    update = jax.jit(lambda g, s: lopt.update(theta, g, s, params))
+    per_step = RATE_STEP * np.tanh(RATE_GAIN / RATE_STEP)
+    for t in range(1, 301):
+        sign = 1.0 if t % 2 else -1.0
+        grads = {"steady": jnp.full(5, 0.7), "alternating": jnp.full((2, 3), sign * 3.0)}
+        updates, state = update(grads, state)
+        up = min((t - 1) * per_step, RATE_RANGE[1])
+        down = max(-(t - 1) * per_step, RATE_RANGE[0])
+        np.testing.assert_allclose(float(state.log_rate["steady"]), up, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(float(state.log_rate["alternating"]), down, rtol=1e-5, atol=1e-6)
+    # Both bounds were reached, and the steady tensor moves at the top rate: 1e-3 · 300.
+    np.testing.assert_allclose(updates["steady"], -0.3, rtol=1e-5)
 
 
 def reference_step(theta, grads, params, state):
-    """The documented update in float64 NumPy. ``state`` = (m_0.9, m_0.99, v, count)."""
+    """The documented update in float64 NumPy. ``state`` = (m_0.9, m_0.99, v, ℓ, count)."""
     th = {k: np.asarray(v, np.float64) for k, v in theta.items()}
-    ms, v_all, count = state
+    ms, v_all, rates, count = state
     t = count + 1
     embed = np.tanh(t / TIMESCALES)
-    updates, new_ms, new_v = {}, ([{}, {}]), {}
+    updates, new_ms, new_v, new_rates = {}, ([{}, {}]), {}, {}
     for name in grads:
         g = np.asarray(grads[name], np.float64)
         p = np.asarray(params[name], np.float64)
+        # Adam's direction before this step (none at t = 1).
+        tp = max(t - 1, 1)
+        previous = (
+            ms[0][name] / (1 - BETAS[0] ** tp) / (np.sqrt(v_all[name] / (1 - BETA2**tp)) + EPS)
+        )
         m = [b * ms[k][name] + (1 - b) * g for k, b in enumerate(BETAS)]
         v = BETA2 * v_all[name] + (1 - BETA2) * g * g
         denom = np.sqrt(v / (1 - BETA2**t)) + EPS
@@ -105,19 +157,26 @@ def reference_step(theta, grads, params, state):
                     np.log(np.sqrt(np.mean(p**2)) + 1e-3) / 3,
                     np.sqrt(np.mean(u**2)),
                     np.log(max(p.size, 1)) / 10,
+                    cosine(g, previous),
+                    rates[name] / 3,
                 ],
             ]
         )
+        cos = tensor[len(TIMESCALES) + 3]
+        context = np.where(np.arange(tensor.size) == len(TIMESCALES) + 3, 0.0, tensor)
+        change = RATE_STEP * np.tanh(cos * (context @ th["rate_w"] + th["rate_b"]))
+        rate = float(np.clip(rates[name] + change, *RATE_RANGE))
         h = np.maximum(x @ th["w1"] + th["b1"] + tensor @ th["tensor_w"], 0.0)
         out = h @ th["w2"] + th["b2"]
         d = out[:, 0].reshape(u.shape)
         s = out[:, 1].reshape(u.shape)
         correction = np.sign(u) * np.tanh(d)
-        updates[name] = -np.exp(th["log_lr"] + 3 * np.tanh(s / 3)) * (u + correction)
+        updates[name] = -np.exp(th["log_lr"] + rate + np.tanh(s)) * (u + correction)
         for k in range(2):
             new_ms[k][name] = m[k]
         new_v[name] = v
-    return updates, (new_ms, new_v, t)
+        new_rates[name] = rate
+    return updates, (new_ms, new_v, new_rates, t)
 
 
 def test_update_matches_numpy_reference_with_nonzero_output_layer():
@@ -135,10 +194,10 @@ def test_update_matches_numpy_reference_with_nonzero_output_layer():
             k: jax.random.normal(kk, jnp.shape(p)) * 3.0
             for (k, p), kk in zip(params.items(), ks, strict=True)
         }
-        for ks in (keys[2:5], jax.random.split(keys[5], 3))
+        for ks in (keys[2:5], jax.random.split(keys[5], 3), jax.random.split(keys[4], 3))
     ]
     zeros = {k: np.zeros(np.shape(p)) for k, p in params.items()}
-    ref_state = ([dict(zeros), dict(zeros)], dict(zeros), 0)
+    ref_state = ([dict(zeros), dict(zeros)], dict(zeros), {k: 0.0 for k in params}, 0)
     state = lopt.init_state(theta, params)
     p_lib = params
     p_ref = {k: np.asarray(v, np.float64) for k, v in params.items()}
@@ -156,8 +215,9 @@ def test_update_matches_numpy_reference_with_nonzero_output_layer():
         scale = max(np.max(np.abs(w)) for w in want.values())
         for k in want:
             np.testing.assert_allclose(got[k], want[k], rtol=5e-5, atol=5e-5 * scale)
-        assert int(state.count) == ref_state[2]
+        assert int(state.count) == ref_state[3]
         tree_allclose(state.second_moment, ref_state[1], rtol=1e-5, atol=0)
+        tree_allclose(state.log_rate, ref_state[2], rtol=1e-5, atol=1e-6)
         p_lib = optax.apply_updates(p_lib, got)
         p_ref = {k: p_ref[k] + want[k] for k in p_ref}
 
@@ -185,11 +245,11 @@ def test_long_run_with_extreme_gradients_is_finite_and_bounded():
     def body(theta, carry, xs):
         p, s, a = carry
         t, key = xs
-        bound = jnp.exp(theta["log_lr"] + 3.0)
+        bound = jnp.exp(theta["log_lr"] + RATE_RANGE[1] + 1.0)
         g = grads_at(t, key)
         upd, s = lopt.update(theta, g, s, p)
         u, a = adam_dir.update(g, a, p)
-        # |exp(log_lr + 3 tanh(·)) (u + tanh(d))| ≤ e^(log_lr+3) (|u| + 1); 1e-5 relative
+        # |exp(log_lr + ℓ + tanh(·)) (u + tanh(d))| ≤ e^(log_lr+ℓmax+1) (|u| + 1); 1e-5 relative
         # slack covers float32 rounding of u (computed by optax in another op order).
         ok = jnp.all(
             jnp.stack(

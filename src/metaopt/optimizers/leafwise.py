@@ -23,21 +23,24 @@ def map_leaves(
     params: PyTree | None,
     momenta: tuple[PyTree, ...],
     second_moment: PyTree,
-    *,
+    *extras: PyTree,
     who: str,
-) -> tuple[PyTree, tuple[PyTree, ...], PyTree]:
-    """Checks the arguments, then applies ``leaf_fn(g, p, momenta, v)`` to every tensor.
+) -> tuple[PyTree, ...]:
+    """Checks the arguments, then applies ``leaf_fn(g, p, momenta, v, *extras)`` to every tensor.
 
     Args:
-      leaf_fn: ``(g, p, (m_1, ...), v) -> (update, (m_1', ...), v')`` for one tensor.
+      leaf_fn: ``(g, p, (m_1, ...), v, *e) -> (update, (m_1', ...), v', *e')`` for one
+        tensor.
       grads: the gradients.
       params: the parameters (required).
       momenta: the state's momentum trees, each shaped like ``grads``.
       second_moment: the state's second-moment tree.
+      *extras: further per-tensor state trees with the structure of ``grads`` (their
+        leaves may be of any shape, e.g. one scalar per tensor).
       who: the optimizer's name, for error messages.
 
     Returns:
-      ``(updates, momenta, second_moment)`` as trees shaped like ``grads``.
+      ``(updates, momenta, second_moment, *extras)``, each with the structure of ``grads``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -59,6 +62,9 @@ def map_leaves(
     p_leaves = treedef.flatten_up_to(params)
     v_leaves = treedef.flatten_up_to(second_moment)
     m_leaves = [treedef.flatten_up_to(m) for m in momenta]
+    for e in extras:
+        checks.same_structure("grads", treedef, jax.tree.structure(e), "the optimizer state")
+    e_leaves = [treedef.flatten_up_to(e) for e in extras]
     for g, v in zip(g_leaves, v_leaves, strict=True):
         if jnp.shape(g) != jnp.shape(v):
             raise ValueError(
@@ -66,12 +72,13 @@ def map_leaves(
                 f"leaf of shape {jnp.shape(v)}"
             )
     results = [
-        leaf_fn(g, p, tuple(m[i] for m in m_leaves), v)
+        leaf_fn(g, p, tuple(m[i] for m in m_leaves), v, *(e[i] for e in e_leaves))
         for i, (g, p, v) in enumerate(zip(g_leaves, p_leaves, v_leaves, strict=True))
     ]
     updates = treedef.unflatten([r[0] for r in results])
     new_momenta = tuple(treedef.unflatten([r[1][k] for r in results]) for k in range(len(momenta)))
-    return updates, new_momenta, treedef.unflatten([r[2] for r in results])
+    rest = tuple(treedef.unflatten([r[k] for r in results]) for k in range(2, 3 + len(extras)))
+    return (updates, new_momenta, *rest)
 
 
 def zero_moments(params: PyTree, num_momenta: int) -> tuple[tuple[PyTree, ...], PyTree]:

@@ -1,6 +1,6 @@
 """A small, cheap learned optimizer built around Adam's direction, for use on unseen problems.
 
-Three published ingredients, combined:
+Four published ingredients, combined:
 
 - a per-parameter MLP over Adam-normalized features, shared by every coordinate, as in
   Celo (Moudgil et al. 2025, "Learning versatile optimizers on a compute diet") and
@@ -8,19 +8,28 @@ Three published ingredients, combined:
 - a *nominal* descent direction that the network corrects rather than replaces,
   after Harrison, Metz and Sohl-Dickstein 2022 ("A closer look at learned
   optimization: stability, robustness, and inductive biases"): here the direction is
-  Adam's bias-corrected ``m̂ / (√v̂ + ε)``, so with the output layer at zero the
-  optimizer *is* Adam at rate ``exp(log_lr)``;
+  Adam's bias-corrected ``m̂ / (√v̂ + ε)``;
+- a per-tensor learning rate that adapts online from the hypergradient signal, the
+  cosine between a tensor's gradient and its previous Adam direction (Baydin et al.
+  2018, "Online learning rate adaptation with hypergradient descent", in the
+  multiplicative form): it grows while successive steps agree and shrinks when they
+  oscillate or turn to noise. Here the adaptation is a learned function of that cosine
+  and the tensor's context, so no learning rate or schedule is left to set;
 - per-tensor context (the step count on several timescales, the tensor's parameter
-  and update scales) that enters the first layer as a bias, so step sizes can follow
-  the parameterization and the stage of training, as in VeLO's tensor-level inputs
-  (Metz et al. 2022, arXiv 2211.09760) at a fraction of its cost.
+  and update scales, its current rate) that enters the first layer as a bias, as in
+  VeLO's tensor-level inputs (Metz et al. 2022, arXiv 2211.09760) at a fraction of its
+  cost.
 
-The update of a coordinate is ``-exp(log_lr + 3 tanh(s/3)) · (u + sign(u) tanh(d))``
-where ``u`` is Adam's direction and ``(d, s)`` the network's two outputs on features
-multiplied by ``sign(u)``: bounded in magnitude for any θ, which keeps long runs finite,
-and odd in the gradient history, so noise does not make parameters drift. The
-per-coordinate network reads three features and has one hidden layer, about 200
-multiply-adds per parameter.
+A tensor's log rate offset ``ℓ`` moves by ``0.1 tanh(c · (b + a · f))`` per step, where
+``c`` is the cosine, ``f`` the other tensor features and ``a``, ``b`` learned, within
+``[log 0.01, log 300]`` of ``exp(log_lr)``. A coordinate's update is
+``-exp(log_lr + ℓ + tanh(s)) · (u + sign(u) tanh(d))`` where ``u`` is Adam's direction
+and ``(d, s)`` the per-parameter network's two outputs on features multiplied by
+``sign(u)``: bounded in magnitude for any θ, which keeps long runs finite, and odd in
+the gradient history, so noise does not make parameters drift. With fresh
+meta-parameters the network's output is zero and the optimizer is Adam whose per-tensor
+rate follows multiplicative hypergradient descent with gain 0.02, starting at
+``init_lr``.
 """
 
 from typing import NamedTuple
@@ -34,41 +43,69 @@ from metaopt.optimizers.leafwise import accumulate, map_leaves, zero_moments
 
 BETAS = (0.9, 0.99)
 SECOND_MOMENT_DECAY = 0.999
-TIMESCALES = (1.0, 10.0, 100.0, 1e3, 1e4)
+# Timescales of the step-count features; none longer than the meta-training horizons, so
+# a long run saturates them instead of leaving the range they were trained on.
+TIMESCALES = (1.0, 10.0, 100.0, 1e3)
 NUM_FEATURES = len(BETAS) + 1  # m̂_k / √v̂ for each decay, and g / √v̂
-NUM_TENSOR_FEATURES = len(TIMESCALES) + 3  # step embedding, log rms(p), rms(u), log size
-MAX_LOG_SCALE = 3.0
+# step embedding, log rms(p), rms(u), log size, the hypergradient cosine, the rate offset
+NUM_TENSOR_FEATURES = len(TIMESCALES) + 5
+COSINE = len(TIMESCALES) + 3  # index of the cosine among the tensor features
+MAX_LOG_SCALE = 1.0  # the network scales a coordinate's step by at most e^±1
+MAX_RATE_CHANGE = 0.1  # largest change of a tensor's log rate in one step
+RATE_GAIN = 0.02  # fresh θ: d log(rate) ≈ RATE_GAIN · cosine
+LOG_RATE_RANGE = (float(jnp.log(1e-2)), float(jnp.log(3e2)))  # ℓ, relative to exp(log_lr)
 EPS = 1e-8
 
 
 class VersatileState(NamedTuple):
-    """Per-parameter accumulators and the step count.
+    """Per-parameter accumulators, per-tensor rates and the step count.
 
     Attributes:
       momenta: one tree per decay in ``BETAS``, each shaped like the params (float32).
       second_moment: running mean of g², shaped like the params (float32).
+      log_rate: one float32 scalar per parameter tensor, the tensor's log rate offset ℓ.
       count: number of updates so far (int32).
     """
 
     momenta: tuple[PyTree, ...]
     second_moment: PyTree
+    log_rate: PyTree
     count: jax.Array
 
 
-def _tensor_features(embed: jax.Array, p: jax.Array, u: jax.Array) -> jax.Array:
+def _adam_direction(m: jax.Array, v: jax.Array, t: jax.Array) -> jax.Array:
+    """Adam's bias-corrected ``m̂ / (√v̂ + ε)`` after ``t ≥ 1`` steps."""
+    # The floor keeps √'s derivative finite where v = 0 (see optimizers/mlp.py).
+    scale = 1.0 / (jnp.sqrt(v / (1 - SECOND_MOMENT_DECAY**t) + 1e-30) + EPS)
+    return m / (1 - BETAS[0] ** t) * scale
+
+
+def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
+    """cos(a, b) over a whole tensor; 0 where either is zero or not finite."""
+    # Each is divided by its largest entry first, so huge gradients do not overflow.
+    a = a / (jnp.max(jnp.abs(a)) + 1e-30)
+    b = b / (jnp.max(jnp.abs(b)) + 1e-30)
+    c = jnp.sum(a * b) / jnp.sqrt(jnp.sum(a * a) * jnp.sum(b * b) + 1e-30)
+    return jnp.where(jnp.isfinite(c), jnp.clip(c, -1.0, 1.0), 0.0)
+
+
+def _tensor_features(
+    embed: jax.Array, p: jax.Array, u: jax.Array, cosine: jax.Array, log_rate: jax.Array
+) -> jax.Array:
     rms_p = jnp.sqrt(jnp.mean(p * p))
     rms_u = jnp.sqrt(jnp.mean(u * u))
     size = jnp.log(float(max(p.size, 1))) / 10.0
     log_p = jnp.log(rms_p + 1e-3) / 3.0
-    return jnp.concatenate([embed, jnp.stack([log_p, rms_u, jnp.asarray(size)])])
+    scalars = jnp.stack([log_p, rms_u, jnp.asarray(size), cosine, log_rate / 3.0])
+    return jnp.concatenate([embed, scalars])
 
 
-def versatile_optimizer(hidden_size: int = 32, init_lr: float = 1e-3) -> LearnedOptimizer:
+def versatile_optimizer(hidden_size: int = 16, init_lr: float = 1e-3) -> LearnedOptimizer:
     """Builds the versatile learned optimizer (Adam's direction, corrected by a small MLP).
 
     Args:
       hidden_size: width of the per-parameter network's hidden layer.
-      init_lr: the Adam rate that freshly initialized meta-parameters reproduce.
+      init_lr: the rate every tensor starts from.
 
     Returns:
       A :class:`~metaopt.core.types.LearnedOptimizer` named ``"versatile"``.
@@ -94,61 +131,78 @@ def versatile_optimizer(hidden_size: int = 32, init_lr: float = 1e-3) -> Learned
             "w1": jax.random.normal(k1, (NUM_FEATURES, hidden_size)) * jnp.sqrt(2.0 / NUM_FEATURES),
             "b1": jnp.zeros((hidden_size,)),
             "tensor_w": jax.random.normal(k2, (NUM_TENSOR_FEATURES, hidden_size)) * 0.1,
-            # Zero output weights: the update starts as exactly Adam's.
+            # Zero output weights: the per-parameter network starts silent.
             "w2": jnp.zeros((hidden_size, 2)),
             "b2": jnp.zeros((2,)),
+            # The rate's gain on the cosine: a constant, plus a learned function of context.
+            "rate_w": jnp.zeros((NUM_TENSOR_FEATURES,)),
+            "rate_b": jnp.asarray(RATE_GAIN / MAX_RATE_CHANGE),
             "log_lr": jnp.log(jnp.asarray(init_lr, jnp.float32)),
         }
 
     def init_state(theta: Theta, params: Params) -> VersatileState:
         del theta
         momenta, second = zero_moments(params, len(BETAS))
+        log_rate = jax.tree.map(lambda _: jnp.zeros((), jnp.float32), params)
         return VersatileState(
             momenta=momenta,
             second_moment=second,
+            log_rate=log_rate,
             count=jnp.zeros((), jnp.int32),
         )
 
-    def leaf_update(theta, g, p, momenta, v, count, embed):
+    def leaf_update(theta, g, p, momenta, v, log_rate, count, embed):
         g32 = g.astype(jnp.float32)
-        momenta, v = accumulate(g32, momenta, v, BETAS, SECOND_MOMENT_DECAY)
         t = count.astype(jnp.float32)
-        # The floor keeps √'s derivative finite where v = 0 (see optimizers/mlp.py).
+        # Adam's previous direction, from the state before this step (zero at t = 1).
+        previous = _adam_direction(momenta[0], v, jnp.maximum(t - 1.0, 1.0))
+        cosine = _cosine(g32, previous)
+        momenta, v = accumulate(g32, momenta, v, BETAS, SECOND_MOMENT_DECAY)
         scale = 1.0 / (jnp.sqrt(v / (1 - SECOND_MOMENT_DECAY**t) + 1e-30) + EPS)
         directions = [m / (1 - b**t) * scale for b, m in zip(BETAS, momenta, strict=True)]
         u = directions[0]
+        tensor = _tensor_features(embed, p.astype(jnp.float32), u, cosine, log_rate)
+        # Odd in the cosine: with no evidence either way the rate stays where it is, so
+        # it cannot drift to what suited the meta-training tasks. (The cosine's own entry
+        # of rate_w is unused: an even term c² would allow that drift.)
+        gain = tensor.at[COSINE].set(0.0) @ theta["rate_w"] + theta["rate_b"]
+        change = MAX_RATE_CHANGE * jnp.tanh(cosine * gain)
+        log_rate = jnp.clip(log_rate + change, *LOG_RATE_RANGE)
         # Features in the frame of Adam's direction: multiplied by sign(u), the network's
         # direction output multiplied back. The correction is then an odd function of the
         # gradient history, so gradient noise symmetric about zero moves no parameter on
         # average, and a coordinate with u = 0 gets no correction.
         sign = jnp.sign(u).reshape(-1, 1)
         x = jnp.stack([d.reshape(-1) for d in (*directions, g32 * scale)], axis=-1) * sign
-        tensor = _tensor_features(embed, p.astype(jnp.float32), u)
         bias = theta["b1"] + tensor @ theta["tensor_w"]
         h = jax.nn.relu(x @ theta["w1"] + bias)
         out = h @ theta["w2"] + theta["b2"]
         correction = (sign[:, 0] * jnp.tanh(out[:, 0])).reshape(u.shape)
         log_scale = MAX_LOG_SCALE * jnp.tanh(out[:, 1] / MAX_LOG_SCALE).reshape(u.shape)
-        step = -jnp.exp(theta["log_lr"] + log_scale) * (u + correction)
+        step = -jnp.exp(theta["log_lr"] + log_rate + log_scale) * (u + correction)
         # A coordinate that has never had a gradient (an unused parameter, a masked
         # unit), or whose g² overflowed, stays where it is, as under Adam.
         step = jnp.where((v > 0) & jnp.isfinite(v), step, 0.0)
-        return step.astype(g.dtype), momenta, v
+        return step.astype(g.dtype), momenta, v, log_rate
 
     def update(
         theta: Theta, grads: PyTree, state: VersatileState, params: Params | None = None
     ) -> tuple[PyTree, VersatileState]:
         count = state.count + 1
         embed = jnp.tanh(count.astype(jnp.float32) / timescales)
-        updates, momenta, second = map_leaves(
-            lambda g, p, ms, v: leaf_update(theta, g, p, ms, v, count, embed),
+        updates, momenta, second, log_rate = map_leaves(
+            lambda g, p, ms, v, lr: leaf_update(theta, g, p, ms, v, lr, count, embed),
             grads,
             params,
             state.momenta,
             state.second_moment,
+            state.log_rate,
             who="versatile",
         )
-        return updates, VersatileState(momenta=momenta, second_moment=second, count=count)
+        new_state = VersatileState(
+            momenta=momenta, second_moment=second, log_rate=log_rate, count=count
+        )
+        return updates, new_state
 
     return LearnedOptimizer(
         name="versatile", config=config, init=init, init_state=init_state, update=update
