@@ -111,18 +111,18 @@ SHIP_GEOMEAN = 1.0
 
 VERSATILE = {
     "seed": 0,
-    "num_steps": 3000,
+    "num_steps": 1500,
     "estimator": {
         "num_tasks": 8,
         "truncation": 50,
-        "min_horizon": 200,
-        "max_horizon": 2000,
+        "min_horizon": 300,
+        "max_horizon": 5000,
         "std": 0.01,
         "max_scale": 10.0,
     },
-    "optimizer": {"hidden_size": 32, "init_lr": 1e-3},
-    "meta_lr": 3e-3,
-    "final_meta_lr": 3e-4,
+    "optimizer": {"hidden_size": 16, "init_lr": 1e-3},
+    "meta_lr": 1e-3,
+    "final_meta_lr": 1e-4,
     "clip": 10.0,
 }
 
@@ -164,6 +164,9 @@ def make_versatile(resume: bool) -> None:
         print("continue with: python scripts/make_pretrained.py --only versatile --resume")
         return
     mo.save(out / "optimizer.mopt", lopt, state.theta)
+    # The starting point, for comparison: with its output layer at zero the network is
+    # silent, so this is Adam with hypergradient rates whatever the key.
+    mo.save(out / "untrained.mopt", lopt, lopt.init(jax.random.key(recipe["seed"])))
     heldout = out / "heldout.json"
     subprocess.run(
         [
@@ -171,6 +174,7 @@ def make_versatile(resume: bool) -> None:
             str(ROOT / "benchmarks" / "heldout_suite.py"),
             "--lopt",
             f"versatile={out / 'optimizer.mopt'}",
+            f"versatile_untrained={out / 'untrained.mopt'}",
             *[name for name in RECIPES if (TARGET / f"{name}.mopt").exists()],
             "--json",
             str(heldout),

@@ -44,7 +44,7 @@ def train_curve(tx, steps):
 
 
 def test_required_optimizers_ship():
-    assert {"lstm_quadratic", "mlp_regression"} <= set(mo.pretrained_names())
+    assert {"lstm_quadratic", "mlp_regression", "versatile"} <= set(mo.pretrained_names())
 
 
 @pytest.mark.parametrize("name", mo.pretrained_names())
@@ -59,11 +59,27 @@ def test_pretrained_trains_an_unseen_flax_regression_for_1000_steps(name):
 @pytest.mark.parametrize("name", mo.pretrained_names())
 def test_pretrained_has_a_record_of_how_it_was_made(name):
     record = json.loads((resources.files("metaopt") / "pretrained" / f"{name}.json").read_text())
-    assert record["command"].startswith("metaopt ")
+    assert record["command"].startswith(("metaopt ", "python scripts/make_pretrained.py"))
     assert isinstance(record["seed"], int)
     assert record["meta_train"]["function_steps_per_second"] > 0
     evaluation = record["evaluation"]
-    assert evaluation["learned"]["final_loss_mean"] > 0
-    assert evaluation["adam"]["learning_rate"] > 0
+    if evaluation.get("suite") == "heldout":
+        # Judged on the held-out suite: the record holds every problem's final losses,
+        # and the shipping rule of scripts/make_pretrained.py holds for them.
+        problems = evaluation["problems"]
+        ratios = [p[name]["over_tuned_adam"] for p in problems.values()]
+        better = sum(
+            p[name]["final_loss_mean"] < p["adam_default"]["final_loss_mean"]
+            for p in problems.values()
+        )
+        geomean = float(np.exp(np.mean(np.log(ratios))))
+        np.testing.assert_allclose(
+            geomean, evaluation["summary"][name]["geomean_over_tuned_adam"], rtol=1e-6
+        )
+        assert geomean <= 1.0 and 2 * better > len(problems)
+        assert evaluation["summary"][name]["all_finite"]
+    else:
+        assert evaluation["learned"]["final_loss_mean"] > 0
+        assert evaluation["adam"]["learning_rate"] > 0
     lopt, _ = mo.load(name)
     assert lopt.name == record["lopt"]
