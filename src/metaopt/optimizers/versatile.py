@@ -32,6 +32,7 @@ rate follows multiplicative hypergradient descent with gain 0.02, starting at
 ``init_lr``.
 """
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -53,7 +54,7 @@ COSINE = len(TIMESCALES) + 3  # index of the cosine among the tensor features
 MAX_LOG_SCALE = 1.0  # the network scales a coordinate's step by at most e^±1
 MAX_RATE_CHANGE = 0.1  # largest change of a tensor's log rate in one step
 RATE_GAIN = 0.02  # fresh θ: d log(rate) ≈ RATE_GAIN · cosine
-LOG_RATE_RANGE = (float(jnp.log(1e-2)), float(jnp.log(3e2)))  # ℓ, relative to exp(log_lr)
+LOG_RATE_RANGE = (math.log(1e-2), math.log(3e2))  # ℓ, relative to exp(log_lr)
 EPS = 1e-8
 
 
