@@ -281,10 +281,47 @@ def test_long_run_with_extreme_gradients_is_finite_and_bounded():
             assert bool(jnp.all(jnp.isfinite(leaf)))
         # The unit-gradient tensor really was optimized.
         assert float(jnp.max(jnp.abs(p["unit"] - params["unit"]))) > 1e-3
-        # Where g² is exactly zero (or overflowed) Adam's u is zero and the network's
-        # correction is gated off, so those tensors stay put, as under Adam.
+        # Where g² underflowed to zero or overflowed, the step is gated off, so those
+        # tensors stay put, as under Adam.
         for name in ("zero", "tiny", "huge"):
             np.testing.assert_array_equal(p[name], params[name], err_msg=name)
+
+
+def test_non_finite_gradient_entries_and_huge_params_spoil_nothing_else():
+    """With fresh θ the network is silent and the rate reads only the cosine, so a tensor
+    whose bad entries are frozen must move its other entries exactly as the optimizer
+    moves the tensor of those entries alone; a param of 1e20 must not change its
+    tensor's updates either."""
+    lopt = versatile_optimizer(hidden_size=8)
+    fresh = lopt.init(jax.random.key(0))
+    update = jax.jit(lopt.update)
+    keys = jax.random.split(jax.random.key(5), 40)
+    good = jnp.array([2, 3, 4, 5])
+    mixed = {"w": jnp.zeros(6), "big": jnp.array([1e20, 1.0, -1.0, 0.5])}
+    alone = {"w": jnp.zeros(4), "big": jnp.array([1.0, 1.0, -1.0, 0.5])}
+    s_mixed, s_alone = lopt.init_state(fresh, mixed), lopt.init_state(fresh, alone)
+    for t, k in enumerate(keys):
+        n = jax.random.normal(k, (4,)) + 0.5
+        bad = jnp.array([jnp.inf, jnp.nan]) if t % 2 == 0 else jnp.array([-jnp.inf, 1.0])
+        g_mixed = {"w": jnp.concatenate([bad, n]), "big": n}
+        g_alone = {"w": n, "big": n}
+        u_mixed, s_mixed = update(fresh, g_mixed, s_mixed, mixed)
+        u_alone, s_alone = update(fresh, g_alone, s_alone, alone)
+        np.testing.assert_array_equal(u_mixed["w"][:2], 0.0)
+        # Same arithmetic on the same values, up to the sums' order: float32 rounding.
+        np.testing.assert_allclose(u_mixed["w"][good], u_alone["w"], rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(u_mixed["big"], u_alone["big"], rtol=1e-5, atol=1e-9)
+        tree_allclose(s_mixed.log_rate, s_alone.log_rate, rtol=1e-5, atol=1e-6)
+        mixed = optax.apply_updates(mixed, u_mixed)
+        alone = optax.apply_updates(alone, u_alone)
+    assert float(jnp.max(jnp.abs(alone["w"]))) > 0.01  # the good entries did move
+    # A network that matters, on the same inputs: every update and rate stays finite.
+    theta = with_output_weights(fresh, jax.random.key(1))
+    state = lopt.init_state(theta, mixed)
+    for _ in range(3):
+        updates, state = update(theta, g_mixed, state, mixed)
+        for leaf in jax.tree.leaves((updates, state.log_rate)):
+            assert bool(jnp.all(jnp.isfinite(leaf)))
 
 
 def test_bfloat16_params_stay_bfloat16_and_track_float32():

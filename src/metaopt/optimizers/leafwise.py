@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from metaopt.core import checks
 from metaopt.core.types import PyTree
 
-LeafFn = Callable[..., tuple[jax.Array, tuple[jax.Array, ...], jax.Array]]
+LeafFn = Callable[..., tuple]  # (update, momenta, second moment, *extras) for one tensor
 
 
 def map_leaves(

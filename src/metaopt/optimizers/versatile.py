@@ -28,8 +28,9 @@ and ``(d, s)`` the per-parameter network's two outputs on features multiplied by
 ``sign(u)``: bounded in magnitude for any θ, which keeps long runs finite, and odd in
 the gradient history, so noise does not make parameters drift. With fresh
 meta-parameters the network's output is zero and the optimizer is Adam whose per-tensor
-rate follows multiplicative hypergradient descent with gain 0.02, starting at
-``init_lr``.
+rate follows multiplicative hypergradient descent with gain ≈ 0.02 (``0.1 tanh(0.2 c)``),
+starting at ``init_lr``. A gradient entry that is not finite freezes its own coordinate
+and nothing else.
 """
 
 import math
@@ -90,10 +91,17 @@ def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.where(jnp.isfinite(c), jnp.clip(c, -1.0, 1.0), 0.0)
 
 
+def _finite_or_zero(x: jax.Array) -> jax.Array:
+    return jnp.where(jnp.isfinite(x), x, 0.0)
+
+
 def _tensor_features(
     embed: jax.Array, p: jax.Array, u: jax.Array, cosine: jax.Array, log_rate: jax.Array
 ) -> jax.Array:
-    rms_p = jnp.sqrt(jnp.mean(p * p))
+    mean_square = jnp.mean(p * p)
+    # Params beyond ~1e19 overflow the mean square; they read as the largest float.
+    mean_square = jnp.where(jnp.isfinite(mean_square), mean_square, jnp.finfo(jnp.float32).max)
+    rms_p = jnp.sqrt(mean_square)
     rms_u = jnp.sqrt(jnp.mean(u * u))
     size = jnp.log(float(max(p.size, 1))) / 10.0
     log_p = jnp.log(rms_p + 1e-3) / 3.0
@@ -157,33 +165,39 @@ def versatile_optimizer(hidden_size: int = 16, init_lr: float = 1e-3) -> Learned
         t = count.astype(jnp.float32)
         # Adam's previous direction, from the state before this step (zero at t = 1).
         previous = _adam_direction(momenta[0], v, jnp.maximum(t - 1.0, 1.0))
-        cosine = _cosine(g32, previous)
         momenta, v = accumulate(g32, momenta, v, BETAS, SECOND_MOMENT_DECAY)
+        # A coordinate whose g² overflowed or was not finite reads as zero in every
+        # feature, so it cannot spoil its tensor; it stays where it is, as does one that
+        # has never had a gradient (an unused parameter, a masked unit).
+        finite = jnp.isfinite(v)
+        cosine = _cosine(jnp.where(finite, g32, 0.0), _finite_or_zero(previous))
         scale = 1.0 / (jnp.sqrt(v / (1 - SECOND_MOMENT_DECAY**t) + 1e-30) + EPS)
-        directions = [m / (1 - b**t) * scale for b, m in zip(BETAS, momenta, strict=True)]
+        directions = [
+            jnp.where(finite, m / (1 - b**t) * scale, 0.0)
+            for b, m in zip(BETAS, momenta, strict=True)
+        ]
         u = directions[0]
         tensor = _tensor_features(embed, p.astype(jnp.float32), u, cosine, log_rate)
         # Odd in the cosine: with no evidence either way the rate stays where it is, so
         # it cannot drift to what suited the meta-training tasks. (The cosine's own entry
         # of rate_w is unused: an even term c² would allow that drift.)
         gain = tensor.at[COSINE].set(0.0) @ theta["rate_w"] + theta["rate_b"]
-        change = MAX_RATE_CHANGE * jnp.tanh(cosine * gain)
+        change = _finite_or_zero(MAX_RATE_CHANGE * jnp.tanh(cosine * gain))
         log_rate = jnp.clip(log_rate + change, *LOG_RATE_RANGE)
         # Features in the frame of Adam's direction: multiplied by sign(u), the network's
         # direction output multiplied back. The correction is then an odd function of the
         # gradient history, so gradient noise symmetric about zero moves no parameter on
         # average, and a coordinate with u = 0 gets no correction.
         sign = jnp.sign(u).reshape(-1, 1)
-        x = jnp.stack([d.reshape(-1) for d in (*directions, g32 * scale)], axis=-1) * sign
+        g_scaled = jnp.where(finite, g32 * scale, 0.0)
+        x = jnp.stack([d.reshape(-1) for d in (*directions, g_scaled)], axis=-1) * sign
         bias = theta["b1"] + tensor @ theta["tensor_w"]
         h = jax.nn.relu(x @ theta["w1"] + bias)
         out = h @ theta["w2"] + theta["b2"]
         correction = (sign[:, 0] * jnp.tanh(out[:, 0])).reshape(u.shape)
         log_scale = MAX_LOG_SCALE * jnp.tanh(out[:, 1] / MAX_LOG_SCALE).reshape(u.shape)
         step = -jnp.exp(theta["log_lr"] + log_rate + log_scale) * (u + correction)
-        # A coordinate that has never had a gradient (an unused parameter, a masked
-        # unit), or whose g² overflowed, stays where it is, as under Adam.
-        step = jnp.where((v > 0) & jnp.isfinite(v), step, 0.0)
+        step = jnp.where((v > 0) & finite, step, 0.0)
         return step.astype(g.dtype), momenta, v, log_rate
 
     def update(
