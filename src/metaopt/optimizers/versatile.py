@@ -75,11 +75,10 @@ class VersatileState(NamedTuple):
     count: jax.Array
 
 
-def _adam_direction(m: jax.Array, v: jax.Array, t: jax.Array) -> jax.Array:
-    """Adam's bias-corrected ``m̂ / (√v̂ + ε)`` after ``t ≥ 1`` steps."""
+def _inverse_rms(v: jax.Array, t: jax.Array) -> jax.Array:
+    """Adam's ``1 / (√v̂ + ε)`` after ``t ≥ 1`` steps."""
     # The floor keeps √'s derivative finite where v = 0 (see optimizers/mlp.py).
-    scale = 1.0 / (jnp.sqrt(v / (1 - SECOND_MOMENT_DECAY**t) + 1e-30) + EPS)
-    return m / (1 - BETAS[0] ** t) * scale
+    return 1.0 / (jnp.sqrt(v / (1 - SECOND_MOMENT_DECAY**t) + 1e-30) + EPS)
 
 
 def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -164,14 +163,15 @@ def versatile_optimizer(hidden_size: int = 16, init_lr: float = 1e-3) -> Learned
         g32 = g.astype(jnp.float32)
         t = count.astype(jnp.float32)
         # Adam's previous direction, from the state before this step (zero at t = 1).
-        previous = _adam_direction(momenta[0], v, jnp.maximum(t - 1.0, 1.0))
+        t_prev = jnp.maximum(t - 1.0, 1.0)
+        previous = momenta[0] / (1 - BETAS[0] ** t_prev) * _inverse_rms(v, t_prev)
         momenta, v = accumulate(g32, momenta, v, BETAS, SECOND_MOMENT_DECAY)
         # A coordinate whose g² overflowed or was not finite reads as zero in every
         # feature, so it cannot spoil its tensor; it stays where it is, as does one that
         # has never had a gradient (an unused parameter, a masked unit).
         finite = jnp.isfinite(v)
         cosine = _cosine(jnp.where(finite, g32, 0.0), _finite_or_zero(previous))
-        scale = 1.0 / (jnp.sqrt(v / (1 - SECOND_MOMENT_DECAY**t) + 1e-30) + EPS)
+        scale = _inverse_rms(v, t)
         directions = [
             jnp.where(finite, m / (1 - b**t) * scale, 0.0)
             for b, m in zip(BETAS, momenta, strict=True)
