@@ -28,7 +28,8 @@ from numpy.polynomial.hermite_e import hermegauss
 
 import metaopt as mo
 from metaopt.estimators.common import perturbations
-from metaopt.estimators.truncation import init_tasks
+from metaopt.estimators.objectives import trajectory_mean
+from metaopt.estimators.truncation import advance, init_tasks
 
 DIM = 4
 LOG_LR = float(np.log(0.02))
@@ -624,3 +625,73 @@ def test_desynchronized_tasks_are_replaced_at_their_own_horizons():
         state = new
     # Replacements spread over the meta-steps instead of happening all at once.
     assert len(replaced_at) >= 4
+
+
+# ---------------------------------------------------------------------------------------
+# 9. The perturbations and the compiled loop's unrolling.
+
+
+def test_perturbations_are_independent_gaussians_in_every_leaf():
+    # One draw is cut into the leaves, so check what cutting could break: every leaf's
+    # shape and dtype, its mean and variance, and no correlation between leaves or
+    # between particles.
+    theta = {
+        "w": jnp.zeros((3, 5)),
+        "b": jnp.zeros((5,)),
+        "s": jnp.zeros(()),
+        "h": jnp.zeros((2,), jnp.bfloat16),
+    }
+    num, std = 4096, 0.3
+    eps = jax.jit(lambda k: perturbations(theta, k, num, std))(jax.random.key(11))
+    for name, x in theta.items():
+        assert eps[name].shape == (num, *x.shape) and eps[name].dtype == x.dtype, name
+    z = (
+        np.concatenate(
+            [np.asarray(eps[k], np.float64).reshape(num, -1) for k in ("w", "b", "s", "h")], axis=1
+        )
+        / std
+    )
+    n, d = z.shape
+    # z ~ N(0, 1): the mean's standard error is 1/√n, the variance's √(2/n); 5 of them
+    # over d = 23 coordinates. bfloat16 rounding moves the variance by ~1e-3 at most.
+    assert np.all(np.abs(z.mean(axis=0)) < 5 / np.sqrt(n))
+    assert np.all(np.abs(z.var(axis=0) - 1) < 5 * np.sqrt(2 / n) + 2e-3)
+    # Correlations between coordinates (within and across leaves), and between
+    # consecutive particles, have standard error 1/√n.
+    corr = np.corrcoef(z, rowvar=False)[np.triu_indices(d, 1)]
+    assert np.all(np.abs(corr) < 5 / np.sqrt(n)), np.abs(corr).max()
+    lag = np.mean(z[1:] * z[:-1], axis=0)
+    assert np.all(np.abs(lag) < 5 / np.sqrt(n))
+
+
+@pytest.mark.parametrize("remat", ["none", "step"])
+def test_unrolling_the_inner_loop_changes_nothing(remat):
+    tasks = init_tasks(LEARNER, FAMILY, mo.constant_schedule(HORIZON), THETA, jax.random.key(12), 1)
+    task = jax.tree.map(lambda x: x[0], tasks)
+    fresh = task._replace(inner=task.inner._replace(params=task.inner.params + 1))
+    task = task._replace(inner=task.inner._replace(step=jnp.asarray(HORIZON - 3, jnp.int32)))
+
+    def run(unroll):
+        return jax.jit(
+            lambda t: advance(
+                LEARNER,
+                FAMILY,
+                trajectory_mean(),
+                THETA,
+                t,
+                fresh,
+                jax.random.key(13),
+                7,
+                remat=remat,
+                unroll=unroll,
+            )
+        )(task)
+
+    # 7 steps, the task replaced after the 3rd: unroll 2 and 3 leave a remainder step.
+    reference = run(1)
+    for unroll in (2, 3):
+        # The same operations in the same order: equal to float32 rounding.
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=0), run(unroll), reference
+        )
+    assert bool(reference[1].replaced[3]) and not bool(reference[1].replaced[2])

@@ -63,7 +63,10 @@ def run_pairs(
     inner steps for all of them, and what a pair shares (its step keys, its
     replacement task when the learner's initialization ignores θ) is computed once.
     Replacement tasks are drawn only in truncations where some task reaches its
-    horizon.
+    horizon. The loop runs two inner steps per iteration: the steps of many small
+    trajectories are many small kernels, and on a multi-core CPU each loop iteration
+    ends in a join of the threads that ran them; halving the iterations made PES with
+    the MLP optimizer on 32 quadratics 15-25% faster on 2 cores (no change on 1).
     """
     k_fresh, k_steps = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
     # A pair axis inside the particle axis: (particle, sign, ...).
@@ -83,7 +86,7 @@ def run_pairs(
 
     def pair(th, task, new, k):
         def one(t, tk, nw):
-            return advance(learner, family, objective, t, tk, nw, k, length)
+            return advance(learner, family, objective, t, tk, nw, k, length, unroll=2)
 
         return jax.vmap(one)(th, task, new)
 

@@ -110,7 +110,7 @@ def _select(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
 
 
 def scan_with_remat(
-    body: Callable, carry: PyTree, xs: PyTree, length: int, remat: str
+    body: Callable, carry: PyTree, xs: PyTree, length: int, remat: str, unroll: int = 1
 ) -> tuple[PyTree, PyTree]:
     """``lax.scan(body, carry, xs)`` with a rematerialization policy for its backward pass.
 
@@ -124,6 +124,8 @@ def scan_with_remat(
         recomputes the step (memory ``length`` carries); ``"nested"`` checkpoints
         segments of about √length steps, so the backward pass holds about
         2√length carries and one segment's residuals.
+      unroll: steps per iteration of the compiled loop (``lax.scan``'s ``unroll``);
+        ``"nested"`` ignores it.
 
     Example:
       >>> import jax.numpy as jnp
@@ -134,9 +136,9 @@ def scan_with_remat(
     if remat not in REMAT_POLICIES:
         raise ValueError(f"remat must be one of {list(REMAT_POLICIES)}, got {remat!r}")
     if remat == "none":
-        return jax.lax.scan(body, carry, xs)
+        return jax.lax.scan(body, carry, xs, unroll=unroll)
     if remat == "step" or length < 4:
-        return jax.lax.scan(jax.checkpoint(body), carry, xs)
+        return jax.lax.scan(jax.checkpoint(body), carry, xs, unroll=unroll)
     seg = max(1, round(math.sqrt(length)))
     num_seg = length // seg
     head = jax.tree.map(lambda x: x[: num_seg * seg].reshape(num_seg, seg, *x.shape[1:]), xs)
@@ -243,6 +245,7 @@ def advance(
     *,
     second_order: bool = False,
     remat: str = "step",
+    unroll: int = 1,
 ) -> tuple[TaskState, Trace]:
     """:func:`run_truncation` with the replacement task given.
 
@@ -263,6 +266,8 @@ def advance(
       length: inner steps (a Python int).
       second_order: see :func:`run_truncation`.
       remat: see :func:`scan_with_remat`.
+      unroll: inner steps per iteration of the compiled loop (see
+        :func:`scan_with_remat`).
 
     Returns:
       ``(task, trace)`` as :func:`run_truncation`.
@@ -288,7 +293,12 @@ def advance(
         return (task, replaced), Trace(loss, measure, coef, replaced)
 
     (task, _), trace = scan_with_remat(
-        step, (task, jnp.zeros((), bool)), jax.random.split(key, length), length, remat
+        step,
+        (task, jnp.zeros((), bool)),
+        jax.random.split(key, length),
+        length,
+        remat,
+        unroll,
     )
     return task, trace
 
