@@ -9,7 +9,7 @@ unroll on the same tasks, timed in the same run, interleaved, so the ratios surv
 noisy machine. Figures are the median, min and max over ``--repeats`` rounds of
 ``--calls`` consecutive calls each, after block_until_ready.
 
-Run: python benchmarks/meta_train_throughput.py [--repeats N] [--calls N]
+Run: python benchmarks/meta_train_throughput.py [--repeats N] [--calls N] [--remat POLICY]
 """
 
 import argparse
@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=128)
     parser.add_argument("--truncation", type=int, default=20)
     parser.add_argument("--horizon", type=int, default=100)
+    parser.add_argument("--remat", default="step", choices=("none", "step", "dots", "nested"))
     args = parser.parse_args()
     load_before = os.getloadavg()
 
@@ -40,7 +41,12 @@ def main() -> None:
     lopt = mo.lstm_optimizer(hidden_size=20, num_layers=2)
     learner = mo.learned_optimizer(lopt)
     est = mo.tbptt(
-        learner, family, num_tasks=args.tasks, truncation=args.truncation, horizon=args.horizon
+        learner,
+        family,
+        num_tasks=args.tasks,
+        truncation=args.truncation,
+        horizon=args.horizon,
+        remat=args.remat,
     )
     meta_opt = optax.adam(1e-3)
     theta = learner.init(jax.random.key(0))
@@ -86,6 +92,7 @@ def main() -> None:
             "tasks": args.tasks,
             "dim": 10,
             "truncation": args.truncation,
+            "remat": args.remat,
             "horizon": args.horizon,
             "lstm": lopt.config,
             "estimator": est.config,

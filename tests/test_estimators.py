@@ -359,7 +359,7 @@ def test_es_and_pes_match_the_smoothed_objective_derivative(estimator, horizon, 
 def test_full_bptt_remat_policies_agree_with_each_other_and_the_exact_gradient(second_order):
     num_tasks, key = 8, jax.random.key(4)
     grads = {}
-    for remat in ("none", "step", "nested"):
+    for remat in ("none", "step", "dots", "nested"):
         est = mo.full_bptt(
             LEARNER,
             FAMILY,
@@ -374,8 +374,8 @@ def test_full_bptt_remat_policies_agree_with_each_other_and_the_exact_gradient(s
         grads[remat] = float(grad["log_lr"])
     # Recomputing a step repeats the same float32 operations; only XLA's fusion of
     # them may differ, a few ulps.
-    np.testing.assert_allclose(grads["step"], grads["none"], rtol=1e-6)
-    np.testing.assert_allclose(grads["nested"], grads["none"], rtol=1e-6)
+    for remat in ("step", "dots", "nested"):
+        np.testing.assert_allclose(grads[remat], grads["none"], rtol=1e-6)
 
     # The tasks full BPTT draws from its key (its first half, as full_bptt.py splits
     # it); its objective is the mean over the whole horizon, (1/H) Σ_{t=1..H} f(x_t):
@@ -407,7 +407,7 @@ def lstm_problem():
     learner = mo.learned_optimizer(mo.lstm_optimizer(hidden_size=8))
     family = mo.quadratic_family(dim=3, init_scale=0.5)
 
-    def estimator(second_order):
+    def estimator(second_order, remat="step"):
         return mo.tbptt(
             learner,
             family,
@@ -415,20 +415,30 @@ def lstm_problem():
             truncation=LSTM_TRUNCATION,
             horizon=20,
             second_order=second_order,
+            remat=remat,
         )
 
-    estimates = {so: jax.jit(estimator(so).estimate) for so in (False, True)}
+    estimates = {
+        (so, remat): jax.jit(estimator(so, remat).estimate)
+        for so in (False, True)
+        for remat in ("step", "dots")
+    }
     theta = jax.jit(learner.init)(jax.random.key(0))
     fresh = jax.jit(estimator(False).init)(theta, jax.random.key(1))
-    _, tasks, _ = estimates[False](theta, fresh, jax.random.key(2))
+    _, tasks, _ = estimates[False, "step"](theta, fresh, jax.random.key(2))
     return learner, family, theta, tasks, estimates
 
 
+# "dots" stores the LSTM's matrix products (no batch dimensions under the task vmap)
+# instead of recomputing them, so its backward pass differs from "step"'s.
+@pytest.mark.parametrize("remat", ["step", "dots"])
 @pytest.mark.parametrize("second_order", [False, True])
-def test_tbptt_lstm_truncation_gradient_matches_a_hand_written_unroll(second_order, lstm_problem):
+def test_tbptt_lstm_truncation_gradient_matches_a_hand_written_unroll(
+    second_order, remat, lstm_problem
+):
     learner, family, theta, tasks, estimates = lstm_problem
     truncation = LSTM_TRUNCATION
-    grad, new_tasks, metrics = estimates[second_order](theta, tasks, jax.random.key(3))
+    grad, new_tasks, metrics = estimates[second_order, remat](theta, tasks, jax.random.key(3))
 
     def meta_loss(theta):
         tx = learner.tx(theta)

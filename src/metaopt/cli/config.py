@@ -32,7 +32,7 @@ WHOLE_HORIZON = ("full", "maml", "fomaml", "reptile")
 QUERY_TASKS = ("sinusoid", "fewshot_digits")
 SCHEDULES = ("constant", "log_uniform")
 OBJECTIVES = ("mean", "final", "eval_mean", "eval_final")
-REMAT = ("none", "step", "nested")
+REMAT = ("none", "step", "dots", "nested")
 # Keys that change how a run is watched or saved, not what it computes; a resumed run
 # may change them.
 # ``devices`` is one of them: a run's result does not depend on the device count beyond
@@ -64,9 +64,9 @@ class TrainConfig:
         ``"reptile"`` (learners with a learned initialization).
       std: ES and PES: standard deviation of the perturbations of θ.
       perturbations: ES and PES: antithetic pairs per task.
-      remat: tbptt and full: rematerialization of the unroll, ``"none"``, ``"step"``
-        or ``"nested"`` (about √horizon carries); None picks ``"step"`` for tbptt and
-        ``"nested"`` for full.
+      remat: tbptt and full: rematerialization of the unroll, ``"none"``, ``"step"``,
+        ``"dots"`` (``"step"`` that keeps the matrix products) or ``"nested"`` (about
+        √horizon carries); None picks ``"step"`` for tbptt and ``"nested"`` for full.
       schedule: how long each task trains: ``"constant"`` (``horizon`` steps) or
         ``"log_uniform"`` (between ``min_horizon`` and ``horizon``).
       min_horizon: the shortest horizon of the log-uniform schedule.

@@ -183,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flag("--std", type=_positive_float, help="es/pes: perturbation standard deviation (0.01)")
     flag("--perturbations", type=_positive_int, help="es/pes: antithetic pairs per task (1)")
-    flag("--remat", choices=REMAT, help="tbptt/full: rematerialization (step / nested)")
+    flag(
+        "--remat", choices=REMAT, help="tbptt/full: rematerialization (none / step / dots / nested)"
+    )
     flag("--schedule", choices=SCHEDULES, help="task horizons (default constant)")
     flag("--min-horizon", type=_positive_int, help="log_uniform: the shortest horizon")
     flag(

@@ -44,7 +44,8 @@ def full_bptt(
       objective: the meta-objective; the trajectory mean if None.
       second_order: keep second derivatives of the inner loss (MAML's meta-gradient).
       remat: ``"none"`` stores every step (memory grows with ``horizon``), ``"step"``
-        stores one carry per step, ``"nested"`` about 2√horizon carries (see
+        stores one carry per step, ``"dots"`` one carry and the matrix products per
+        step, ``"nested"`` about 2√horizon carries (see
         :func:`~metaopt.estimators.truncation.scan_with_remat`).
 
     Returns:

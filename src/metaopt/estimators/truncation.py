@@ -26,7 +26,7 @@ from metaopt.core.unroll import InnerState
 from metaopt.estimators.objectives import Objective, coefficients
 from metaopt.estimators.schedules import HorizonSchedule
 
-REMAT_POLICIES = ("none", "step", "nested")
+REMAT_POLICIES = ("none", "step", "dots", "nested")
 
 
 class TaskState(NamedTuple):
@@ -121,7 +121,10 @@ def scan_with_remat(
       length: the number of steps.
       remat: ``"none"`` stores every step's residuals (memory grows with ``length``
         times a step's activations); ``"step"`` stores only the carry of each step and
-        recomputes the step (memory ``length`` carries); ``"nested"`` checkpoints
+        recomputes the step (memory ``length`` carries); ``"dots"`` is ``"step"``
+        that also stores the step's matrix products without batch dimensions (a
+        learned optimizer's layers over all coordinates of all tasks), recomputing
+        only the elementwise work between them; ``"nested"`` checkpoints
         segments of about √length steps, so the backward pass holds about
         2√length carries and one segment's residuals.
       unroll: steps per iteration of the compiled loop (``lax.scan``'s ``unroll``);
@@ -137,6 +140,9 @@ def scan_with_remat(
         raise ValueError(f"remat must be one of {list(REMAT_POLICIES)}, got {remat!r}")
     if remat == "none":
         return jax.lax.scan(body, carry, xs, unroll=unroll)
+    if remat == "dots":
+        policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+        return jax.lax.scan(jax.checkpoint(body, policy=policy), carry, xs, unroll=unroll)
     if remat == "step" or length < 4:
         return jax.lax.scan(jax.checkpoint(body), carry, xs, unroll=unroll)
     seg = max(1, round(math.sqrt(length)))
