@@ -5,7 +5,8 @@ truncation 20 and horizon 100: truncated BPTT, ES and PES (one antithetic pair p
 task; both trajectories count as function steps) and full-horizon BPTT over a horizon
 of 20 (so one estimate covers as many inner steps as a truncation), each with the
 MLP learned optimizer and with the LSTM; plus truncated BPTT with the LSTM at 128 tasks,
-the configuration of ``meta_train_throughput.py``. One meta-step is
+the configuration of ``meta_train_throughput.py``, with the default remat policy and with
+``remat="dots"``. One meta-step is
 ``jax.jit(metaopt.make_meta_step(estimator, optax.adam(1e-3)))``: the estimate and
 the meta-update.
 
@@ -113,7 +114,9 @@ def run_rounds(benches: list[Bench], repeats: int, calls: int) -> None:
             bench.round(calls)
 
 
-def estimator_bench(name: str, lopt_name: str, tasks: int, *, truncation=20, horizon=100):
+def estimator_bench(
+    name: str, lopt_name: str, tasks: int, *, truncation=20, horizon=100, remat=None
+):
     family = mo.quadratic_family(dim=10)
     lopt = mo.mlp_optimizer() if lopt_name == "mlp" else mo.lstm_optimizer()
     learner = mo.learned_optimizer(lopt)
@@ -121,7 +124,10 @@ def estimator_bench(name: str, lopt_name: str, tasks: int, *, truncation=20, hor
         est = mo.full_bptt(learner, family, num_tasks=tasks, horizon=truncation)
     else:
         factory = {"tbptt": mo.tbptt, "es": mo.es, "pes": mo.pes}[name]
-        est = factory(learner, family, num_tasks=tasks, truncation=truncation, horizon=horizon)
+        extra = {} if remat is None else {"remat": remat}
+        est = factory(
+            learner, family, num_tasks=tasks, truncation=truncation, horizon=horizon, **extra
+        )
     meta_opt = optax.adam(1e-3)
     theta = learner.init(jax.random.key(0))
     state = mo.MetaState(theta, meta_opt.init(theta), jax.jit(est.init)(theta, jax.random.key(1)))
@@ -132,8 +138,10 @@ def estimator_bench(name: str, lopt_name: str, tasks: int, *, truncation=20, hor
         "tasks": tasks,
         "truncation": truncation,
         "horizon": truncation if name == "full_bptt" else horizon,
+        "remat": est.config.get("remat"),
     }
-    return Bench(f"{name}/{lopt_name}/{tasks}", step, state, est.function_steps, config)
+    label = f"{name}/{lopt_name}/{tasks}" + ("" if remat is None else f"/{remat}")
+    return Bench(label, step, state, est.function_steps, config)
 
 
 def adam_bench(tasks: int, steps: int = 20) -> Bench:
@@ -166,8 +174,9 @@ def main() -> None:
         for lopt_name in ("mlp", "lstm"):
             benches.append(estimator_bench(name, lopt_name, 32))
             print(f"compiled {benches[-1].name} in {benches[-1].compile_seconds:.1f} s", flush=True)
-    benches.append(estimator_bench("tbptt", "lstm", 128))
-    print(f"compiled {benches[-1].name} in {benches[-1].compile_seconds:.1f} s", flush=True)
+    for remat in (None, "dots"):
+        benches.append(estimator_bench("tbptt", "lstm", 128, remat=remat))
+        print(f"compiled {benches[-1].name} in {benches[-1].compile_seconds:.1f} s", flush=True)
     run_rounds(benches, args.repeats, args.calls)
 
     rows = {b.name: b.summary() for b in benches}
