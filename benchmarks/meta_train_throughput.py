@@ -23,7 +23,7 @@ from common import write
 from estimator_throughput import Bench, run_rounds
 from metaopt.estimators.objectives import trajectory_mean
 from metaopt.estimators.schedules import constant_schedule
-from metaopt.estimators.truncation import run_truncation
+from metaopt.estimators.truncation import REMAT_POLICIES, run_truncation
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=128)
     parser.add_argument("--truncation", type=int, default=20)
     parser.add_argument("--horizon", type=int, default=100)
-    parser.add_argument("--remat", default="step", choices=("none", "step", "dots", "nested"))
+    parser.add_argument("--remat", default="step", choices=REMAT_POLICIES)
     args = parser.parse_args()
     load_before = os.getloadavg()
 

@@ -140,11 +140,11 @@ def scan_with_remat(
         raise ValueError(f"remat must be one of {list(REMAT_POLICIES)}, got {remat!r}")
     if remat == "none":
         return jax.lax.scan(body, carry, xs, unroll=unroll)
-    if remat == "dots":
-        policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+    if remat in ("step", "dots") or length < 4:
+        policy = (
+            jax.checkpoint_policies.dots_with_no_batch_dims_saveable if remat == "dots" else None
+        )
         return jax.lax.scan(jax.checkpoint(body, policy=policy), carry, xs, unroll=unroll)
-    if remat == "step" or length < 4:
-        return jax.lax.scan(jax.checkpoint(body), carry, xs, unroll=unroll)
     seg = max(1, round(math.sqrt(length)))
     num_seg = length // seg
     head = jax.tree.map(lambda x: x[: num_seg * seg].reshape(num_seg, seg, *x.shape[1:]), xs)
