@@ -53,7 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="metaopt", description="Learned optimizers and meta-learning in JAX."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo_parser(sub)
+    _add_train_parser(sub)
+    plot = sub.add_parser("plot", help="write PNGs of a run's meta-training curves")
+    plot.add_argument("run_dir", type=Path, help="a directory written by metaopt train")
+    _add_eval_parser(sub)
+    return parser
 
+
+def _add_demo_parser(sub) -> None:
     demo = sub.add_parser(
         "demo",
         help="meta-train the LSTM optimizer on quadratics and compare it with tuned baselines",
@@ -150,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+
+def _add_train_parser(sub) -> None:
     train = sub.add_parser(
         "train",
         help="meta-train a learned optimizer in a run directory (checkpointed, resumable)",
@@ -232,9 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="join a job described by the cluster's environment (Slurm, Open MPI, Cloud TPU)",
     )
 
-    plot = sub.add_parser("plot", help="write PNGs of a run's meta-training curves")
-    plot.add_argument("run_dir", type=Path, help="a directory written by metaopt train")
 
+def _add_eval_parser(sub) -> None:
     ev = sub.add_parser("eval", help="evaluate a learned optimizer against tuned baselines")
     ev.add_argument("--lopt", required=True, help="pretrained name or path to a saved optimizer")
     ev.add_argument("--task", choices=TASKS, required=True)
@@ -243,7 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--steps", type=_positive_int, default=100, help="updates per task")
     ev.add_argument("--eval-tasks", type=_positive_int, default=256)
     ev.add_argument("--tune-tasks", type=_positive_int, default=256)
-    return parser
 
 
 _NOT_CONFIG = {
