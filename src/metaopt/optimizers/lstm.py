@@ -102,6 +102,53 @@ def _cell_bwd(residuals, cotangents):
 _cell.defvjp(_cell_fwd, _cell_bwd)
 
 
+def _init_theta(key: jax.Array, num_layers: int, hidden_size: int, num_inputs: int) -> Theta:
+    keys = jax.random.split(key, num_layers + 1)
+    cells = []
+    for layer, k in enumerate(keys[:-1]):
+        fan_in = num_inputs if layer == 0 else hidden_size
+        kx, kh = jax.random.split(k)
+        bias = jnp.zeros((4 * hidden_size,)).at[hidden_size : 2 * hidden_size].set(1.0)
+        cells.append(
+            {
+                "wx": jax.random.normal(kx, (fan_in, 4 * hidden_size))
+                / jnp.sqrt(fan_in + hidden_size),
+                "wh": jax.random.normal(kh, (hidden_size, 4 * hidden_size))
+                / jnp.sqrt(fan_in + hidden_size),
+                "b": bias,
+            }
+        )
+    out = {
+        "w": 0.1 * jax.random.normal(keys[-1], (hidden_size, 1)) / jnp.sqrt(hidden_size),
+        "b": jnp.zeros((1,)),
+    }
+    return {"cells": cells, "out": out}
+
+
+def _leaf_update(
+    theta: Theta,
+    grad: jax.Array,
+    h: list,
+    c: list,
+    log_and_sign_p: float | None,
+    output_scale: float,
+):
+    """One step of the stacked LSTM for every coordinate of one parameter leaf."""
+    dtype = theta["out"]["w"].dtype
+    x = grad.reshape(-1).astype(dtype)
+    x = x[:, None] if log_and_sign_p is None else log_and_sign(x, log_and_sign_p)
+    hs, cs = [], []
+    for layer in range(len(theta["cells"])):
+        w = theta["cells"][layer]
+        cell = _cell if x.shape[0] >= HAND_WRITTEN_BACKWARD_MIN_ROWS else _cell_autodiff
+        x, c_new = cell(w["wx"], w["wh"], w["b"], x, h[layer], c[layer])
+        hs.append(x)
+        cs.append(c_new)
+    out = (x @ theta["out"]["w"] + theta["out"]["b"])[:, 0]
+    update = (output_scale * out).reshape(grad.shape).astype(grad.dtype)
+    return update, hs, cs
+
+
 def lstm_optimizer(
     hidden_size: int = 20,
     num_layers: int = 2,
@@ -150,26 +197,7 @@ def lstm_optimizer(
     )
 
     def init(key: jax.Array) -> Theta:
-        keys = jax.random.split(key, num_layers + 1)
-        cells = []
-        for layer, k in enumerate(keys[:-1]):
-            fan_in = num_inputs if layer == 0 else hidden_size
-            kx, kh = jax.random.split(k)
-            bias = jnp.zeros((4 * hidden_size,)).at[hidden_size : 2 * hidden_size].set(1.0)
-            cells.append(
-                {
-                    "wx": jax.random.normal(kx, (fan_in, 4 * hidden_size))
-                    / jnp.sqrt(fan_in + hidden_size),
-                    "wh": jax.random.normal(kh, (hidden_size, 4 * hidden_size))
-                    / jnp.sqrt(fan_in + hidden_size),
-                    "b": bias,
-                }
-            )
-        out = {
-            "w": 0.1 * jax.random.normal(keys[-1], (hidden_size, 1)) / jnp.sqrt(hidden_size),
-            "b": jnp.zeros((1,)),
-        }
-        return {"cells": cells, "out": out}
+        return _init_theta(key, num_layers, hidden_size, num_inputs)
 
     def init_state(theta: Theta, params: Params) -> LSTMState:
         checks.float_tree("params", params)
@@ -183,21 +211,6 @@ def lstm_optimizer(
             h=tuple(zeros() for _ in range(num_layers)),
             c=tuple(zeros() for _ in range(num_layers)),
         )
-
-    def leaf_update(theta: Theta, grad: jax.Array, h: list, c: list):
-        dtype = theta["out"]["w"].dtype
-        x = grad.reshape(-1).astype(dtype)
-        x = x[:, None] if log_and_sign_p is None else log_and_sign(x, log_and_sign_p)
-        hs, cs = [], []
-        for layer in range(num_layers):
-            w = theta["cells"][layer]
-            cell = _cell if x.shape[0] >= HAND_WRITTEN_BACKWARD_MIN_ROWS else _cell_autodiff
-            x, c_new = cell(w["wx"], w["wh"], w["b"], x, h[layer], c[layer])
-            hs.append(x)
-            cs.append(c_new)
-        out = (x @ theta["out"]["w"] + theta["out"]["b"])[:, 0]
-        update = (output_scale * out).reshape(grad.shape).astype(grad.dtype)
-        return update, hs, cs
 
     def update(
         theta: Theta, grads: PyTree, state: LSTMState, params: Params | None = None
@@ -222,7 +235,14 @@ def lstm_optimizer(
                     f"grads leaf of shape {g.shape} does not match the optimizer state, "
                     f"which was built for {rows} coordinates"
                 )
-            u, hs, cs = leaf_update(theta, g, [t[i] for t in h_leaves], [t[i] for t in c_leaves])
+            u, hs, cs = _leaf_update(
+                theta,
+                g,
+                [t[i] for t in h_leaves],
+                [t[i] for t in c_leaves],
+                log_and_sign_p,
+                output_scale,
+            )
             updates.append(u)
             for layer in range(num_layers):
                 new_h[layer].append(hs[layer])
