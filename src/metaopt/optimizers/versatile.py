@@ -108,6 +108,48 @@ def _tensor_features(
     return jnp.concatenate([embed, scalars])
 
 
+def _leaf_update(theta, g, p, momenta, v, log_rate, count, embed):
+    """One step for every coordinate of one leaf: Adam's direction, rate and correction."""
+    g32 = g.astype(jnp.float32)
+    t = count.astype(jnp.float32)
+    # Adam's previous direction, from the state before this step (zero at t = 1).
+    t_prev = jnp.maximum(t - 1.0, 1.0)
+    previous = momenta[0] / (1 - BETAS[0] ** t_prev) * _inverse_rms(v, t_prev)
+    momenta, v = accumulate(g32, momenta, v, BETAS, SECOND_MOMENT_DECAY)
+    # A coordinate whose g² overflowed or was not finite reads as zero in every
+    # feature, so it cannot spoil its tensor; it stays where it is, as does one that
+    # has never had a gradient (an unused parameter, a masked unit).
+    finite = jnp.isfinite(v)
+    cosine = _cosine(jnp.where(finite, g32, 0.0), _finite_or_zero(previous))
+    scale = _inverse_rms(v, t)
+    directions = [
+        jnp.where(finite, m / (1 - b**t) * scale, 0.0) for b, m in zip(BETAS, momenta, strict=True)
+    ]
+    u = directions[0]
+    tensor = _tensor_features(embed, p.astype(jnp.float32), u, cosine, log_rate)
+    # Odd in the cosine: with no evidence either way the rate stays where it is, so
+    # it cannot drift to what suited the meta-training tasks. (The cosine's own entry
+    # of rate_w is unused: an even term c² would allow that drift.)
+    gain = tensor.at[COSINE].set(0.0) @ theta["rate_w"] + theta["rate_b"]
+    change = _finite_or_zero(MAX_RATE_CHANGE * jnp.tanh(cosine * gain))
+    log_rate = jnp.clip(log_rate + change, *LOG_RATE_RANGE)
+    # Features in the frame of Adam's direction: multiplied by sign(u), the network's
+    # direction output multiplied back. The correction is then an odd function of the
+    # gradient history, so gradient noise symmetric about zero moves no parameter on
+    # average, and a coordinate with u = 0 gets no correction.
+    sign = jnp.sign(u).reshape(-1, 1)
+    g_scaled = jnp.where(finite, g32 * scale, 0.0)
+    x = jnp.stack([d.reshape(-1) for d in (*directions, g_scaled)], axis=-1) * sign
+    bias = theta["b1"] + tensor @ theta["tensor_w"]
+    h = jax.nn.relu(x @ theta["w1"] + bias)
+    out = h @ theta["w2"] + theta["b2"]
+    correction = (sign[:, 0] * jnp.tanh(out[:, 0])).reshape(u.shape)
+    log_scale = MAX_LOG_SCALE * jnp.tanh(out[:, 1] / MAX_LOG_SCALE).reshape(u.shape)
+    step = -jnp.exp(theta["log_lr"] + log_rate + log_scale) * (u + correction)
+    step = jnp.where((v > 0) & finite, step, 0.0)
+    return step.astype(g.dtype), momenta, v, log_rate
+
+
 def versatile_optimizer(hidden_size: int = 16, init_lr: float = 1e-3) -> LearnedOptimizer:
     """Builds the versatile learned optimizer (Adam's direction, corrected by a small MLP).
 
@@ -159,54 +201,13 @@ def versatile_optimizer(hidden_size: int = 16, init_lr: float = 1e-3) -> Learned
             count=jnp.zeros((), jnp.int32),
         )
 
-    def leaf_update(theta, g, p, momenta, v, log_rate, count, embed):
-        g32 = g.astype(jnp.float32)
-        t = count.astype(jnp.float32)
-        # Adam's previous direction, from the state before this step (zero at t = 1).
-        t_prev = jnp.maximum(t - 1.0, 1.0)
-        previous = momenta[0] / (1 - BETAS[0] ** t_prev) * _inverse_rms(v, t_prev)
-        momenta, v = accumulate(g32, momenta, v, BETAS, SECOND_MOMENT_DECAY)
-        # A coordinate whose g² overflowed or was not finite reads as zero in every
-        # feature, so it cannot spoil its tensor; it stays where it is, as does one that
-        # has never had a gradient (an unused parameter, a masked unit).
-        finite = jnp.isfinite(v)
-        cosine = _cosine(jnp.where(finite, g32, 0.0), _finite_or_zero(previous))
-        scale = _inverse_rms(v, t)
-        directions = [
-            jnp.where(finite, m / (1 - b**t) * scale, 0.0)
-            for b, m in zip(BETAS, momenta, strict=True)
-        ]
-        u = directions[0]
-        tensor = _tensor_features(embed, p.astype(jnp.float32), u, cosine, log_rate)
-        # Odd in the cosine: with no evidence either way the rate stays where it is, so
-        # it cannot drift to what suited the meta-training tasks. (The cosine's own entry
-        # of rate_w is unused: an even term c² would allow that drift.)
-        gain = tensor.at[COSINE].set(0.0) @ theta["rate_w"] + theta["rate_b"]
-        change = _finite_or_zero(MAX_RATE_CHANGE * jnp.tanh(cosine * gain))
-        log_rate = jnp.clip(log_rate + change, *LOG_RATE_RANGE)
-        # Features in the frame of Adam's direction: multiplied by sign(u), the network's
-        # direction output multiplied back. The correction is then an odd function of the
-        # gradient history, so gradient noise symmetric about zero moves no parameter on
-        # average, and a coordinate with u = 0 gets no correction.
-        sign = jnp.sign(u).reshape(-1, 1)
-        g_scaled = jnp.where(finite, g32 * scale, 0.0)
-        x = jnp.stack([d.reshape(-1) for d in (*directions, g_scaled)], axis=-1) * sign
-        bias = theta["b1"] + tensor @ theta["tensor_w"]
-        h = jax.nn.relu(x @ theta["w1"] + bias)
-        out = h @ theta["w2"] + theta["b2"]
-        correction = (sign[:, 0] * jnp.tanh(out[:, 0])).reshape(u.shape)
-        log_scale = MAX_LOG_SCALE * jnp.tanh(out[:, 1] / MAX_LOG_SCALE).reshape(u.shape)
-        step = -jnp.exp(theta["log_lr"] + log_rate + log_scale) * (u + correction)
-        step = jnp.where((v > 0) & finite, step, 0.0)
-        return step.astype(g.dtype), momenta, v, log_rate
-
     def update(
         theta: Theta, grads: PyTree, state: VersatileState, params: Params | None = None
     ) -> tuple[PyTree, VersatileState]:
         count = state.count + 1
         embed = jnp.tanh(count.astype(jnp.float32) / timescales)
         updates, momenta, second, log_rate = map_leaves(
-            lambda g, p, ms, v, lr: leaf_update(theta, g, p, ms, v, lr, count, embed),
+            lambda g, p, ms, v, lr: _leaf_update(theta, g, p, ms, v, lr, count, embed),
             grads,
             params,
             state.momenta,
