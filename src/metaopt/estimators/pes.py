@@ -33,7 +33,7 @@ from metaopt.estimators.common import (
 )
 from metaopt.estimators.objectives import Objective
 from metaopt.estimators.schedules import HorizonSchedule
-from metaopt.estimators.truncation import TaskState, weighted_sum
+from metaopt.estimators.truncation import TaskState, Trace, weighted_sum
 
 
 class PESState(NamedTuple):
@@ -42,6 +42,32 @@ class PESState(NamedTuple):
     pos: TaskState
     neg: TaskState
     accumulated: Theta
+
+
+def _pes_gradient(tr_pos: Trace, tr_neg: Trace, eps, accumulated, std: float):
+    """The PES gradient of one truncation, and the accumulated perturbations after it.
+
+    Steps before a task's replacement weigh the perturbations accumulated since that
+    task started (this truncation's included); steps after it weigh only this
+    truncation's, which is also where a replaced task's accumulation restarts.
+    """
+    replaced = tr_pos.replaced
+    diff_before = weighted_sum(tr_pos, ~replaced) - weighted_sum(tr_neg, ~replaced)
+    diff_after = weighted_sum(tr_pos, replaced) - weighted_sum(tr_neg, replaced)
+    accumulated = jax.tree.map(jnp.add, accumulated, eps)
+    scale = 1 / (2 * std**2)
+    grad = jax.tree.map(
+        jnp.add,
+        weighted_mean(diff_before * scale, accumulated),
+        weighted_mean(diff_after * scale, eps),
+    )
+    restarted = replaced[:, -1]
+    accumulated = jax.tree.map(
+        lambda a, e: jnp.where(restarted.reshape(-1, *[1] * (a.ndim - 1)), e, a),
+        accumulated,
+        eps,
+    )
+    return grad, accumulated
 
 
 def pes(
@@ -123,22 +149,7 @@ def pes(
                 keys,
                 truncation,
             )
-            replaced = tr_pos.replaced
-            diff_before = weighted_sum(tr_pos, ~replaced) - weighted_sum(tr_neg, ~replaced)
-            diff_after = weighted_sum(tr_pos, replaced) - weighted_sum(tr_neg, replaced)
-            accumulated = jax.tree.map(jnp.add, state.accumulated, eps)
-            scale = 1 / (2 * std**2)
-            grad = jax.tree.map(
-                jnp.add,
-                weighted_mean(diff_before * scale, accumulated),
-                weighted_mean(diff_after * scale, eps),
-            )
-            restarted = replaced[:, -1]
-            accumulated = jax.tree.map(
-                lambda a, e: jnp.where(restarted.reshape(-1, *[1] * (a.ndim - 1)), e, a),
-                accumulated,
-                eps,
-            )
+            grad, accumulated = _pes_gradient(tr_pos, tr_neg, eps, state.accumulated, std)
             l_pos, l_neg = weighted_sum(tr_pos), weighted_sum(tr_neg)
             metrics = {
                 "meta_loss": jnp.mean(l_pos + l_neg) / 2,
