@@ -115,11 +115,22 @@ def _cell_inputs(key, rows, inputs=2, hidden=5, batch=()):
 CELL_RTOL, CELL_ATOL = 1e-5, 1e-5
 
 
-def test_hand_written_cell_backward_matches_autodiff():
-    from metaopt.optimizers.lstm import _cell, _cell_autodiff
+def _hand_written_cells():
+    from metaopt.optimizers.lstm import _cell, _cell_pointwise
 
+    return {"whole cell": _cell, "elementwise part": _cell_pointwise}
+
+
+HAND_WRITTEN = pytest.mark.parametrize("which", ["whole cell", "elementwise part"])
+
+
+@HAND_WRITTEN
+def test_hand_written_cell_backward_matches_autodiff(which):
+    from metaopt.optimizers.lstm import _cell_autodiff
+
+    hand_cell = _hand_written_cells()[which]
     args = _cell_inputs(jax.random.key(3), rows=64)
-    out, vjp_hand = jax.vjp(_cell, *args)
+    out, vjp_hand = jax.vjp(hand_cell, *args)
     ref_out, vjp_auto = jax.vjp(_cell_autodiff, *args)
     cotangents = tuple(jax.random.normal(jax.random.key(9 + i), o.shape) for i, o in enumerate(out))
     np.testing.assert_array_equal(out[0], ref_out[0])
@@ -129,8 +140,11 @@ def test_hand_written_cell_backward_matches_autodiff():
         np.testing.assert_allclose(hand, auto, rtol=CELL_RTOL, atol=CELL_ATOL, err_msg=name)
 
 
-def test_hand_written_cell_backward_under_vmap_sums_weight_gradients_over_tasks():
-    from metaopt.optimizers.lstm import _cell, _cell_autodiff
+@HAND_WRITTEN
+def test_hand_written_cell_backward_under_vmap_sums_weight_gradients_over_tasks(which):
+    from metaopt.optimizers.lstm import _cell_autodiff
+
+    hand_cell = _hand_written_cells()[which]
 
     wx, wh, b, x, h, c = _cell_inputs(jax.random.key(4), rows=32, batch=(3,))
     target = jax.random.normal(jax.random.key(5), h.shape)
@@ -139,7 +153,7 @@ def test_hand_written_cell_backward_under_vmap_sums_weight_gradients_over_tasks(
         new_h, new_c = jax.vmap(cell, (None, None, None, 0, 0, 0))(wx, wh, b, x, h, c)
         return jnp.sum((new_h - target) ** 2) + jnp.sum(jnp.sin(new_c))
 
-    hand = jax.grad(lambda *a: loss(_cell, *a), argnums=range(6))(wx, wh, b, x, h, c)
+    hand = jax.grad(lambda *a: loss(hand_cell, *a), argnums=range(6))(wx, wh, b, x, h, c)
     # Independent of vmap: autodiff of a Python loop over the tasks.
     auto = jax.grad(
         lambda wx, wh, b, x, h, c: sum(
@@ -169,8 +183,11 @@ def _cell_loss(cell):
         (None, None, None, 0, None, None),  # only the inputs per task
     ],
 )
-def test_hand_written_cell_backward_under_vmap_with_any_batched_arguments(in_axes):
-    from metaopt.optimizers.lstm import _cell, _cell_autodiff
+@HAND_WRITTEN
+def test_hand_written_cell_backward_under_vmap_with_any_batched_arguments(in_axes, which):
+    from metaopt.optimizers.lstm import _cell_autodiff
+
+    hand_cell = _hand_written_cells()[which]
 
     wx, wh, b, x, h, c = _cell_inputs(jax.random.key(6), rows=16, batch=(3,))
     args = [wx, wh, b, x, h, c]
@@ -182,7 +199,7 @@ def test_hand_written_cell_backward_under_vmap_with_any_batched_arguments(in_axe
     def total(cell, *a):
         return jnp.sum(jax.vmap(_cell_loss(cell), in_axes)(*a))
 
-    hand = jax.grad(lambda *a: total(_cell, *a), argnums=range(6))(*args)
+    hand = jax.grad(lambda *a: total(hand_cell, *a), argnums=range(6))(*args)
     # Independent of vmap: autodiff of a Python loop over the tasks.
     auto = jax.grad(
         lambda *a: sum(
@@ -198,8 +215,11 @@ def test_hand_written_cell_backward_under_vmap_with_any_batched_arguments(in_axe
         np.testing.assert_allclose(g_hand, g_auto, rtol=CELL_RTOL, atol=CELL_ATOL, err_msg=name)
 
 
-def test_hand_written_cell_backward_under_nested_vmap():
-    from metaopt.optimizers.lstm import _cell, _cell_autodiff
+@HAND_WRITTEN
+def test_hand_written_cell_backward_under_nested_vmap(which):
+    from metaopt.optimizers.lstm import _cell_autodiff
+
+    hand_cell = _hand_written_cells()[which]
 
     wx, wh, b, x, h, c = _cell_inputs(jax.random.key(10), rows=8, batch=(2, 3))
     target = jax.random.normal(jax.random.key(11), h.shape)
@@ -209,16 +229,19 @@ def test_hand_written_cell_backward_under_nested_vmap():
         outer = jax.vmap(inner, (None, None, None, 0, 0, 0))
         return jnp.sum(outer(wx, wh, b, x, h, c) * target[..., 0, 0])
 
-    hand = jax.grad(lambda *a: total(_cell, *a), argnums=range(3))(wx, wh, b)
+    hand = jax.grad(lambda *a: total(hand_cell, *a), argnums=range(3))(wx, wh, b)
     auto = jax.grad(lambda *a: total(_cell_autodiff, *a), argnums=range(3))(wx, wh, b)
     for name, g_hand, g_auto in zip(("wx", "wh", "b"), hand, auto, strict=True):
         np.testing.assert_allclose(g_hand, g_auto, rtol=CELL_RTOL, atol=CELL_ATOL, err_msg=name)
 
 
-def test_hand_written_cell_backward_gives_per_task_gradients_with_vmap_outside_grad():
+@HAND_WRITTEN
+def test_hand_written_cell_backward_gives_per_task_gradients_with_vmap_outside_grad(which):
     # Per-example (per-task, per-particle) gradients of shared weights: each task must
     # get its own gradient, not the sum over tasks that grad-of-vmap would form.
-    from metaopt.optimizers.lstm import _cell, _cell_autodiff
+    from metaopt.optimizers.lstm import _cell_autodiff
+
+    hand_cell = _hand_written_cells()[which]
 
     wx, wh, b, x, h, c = _cell_inputs(jax.random.key(13), rows=8, batch=(3,))
 
@@ -226,7 +249,7 @@ def test_hand_written_cell_backward_gives_per_task_gradients_with_vmap_outside_g
         grad = jax.grad(_cell_loss(cell), argnums=(0, 1, 2))
         return jax.vmap(grad, (None, None, None, 0, 0, 0))(wx, wh, b, x, h, c)
 
-    hand = per_task(_cell)
+    hand = per_task(hand_cell)
     for t in range(3):
         auto = jax.grad(_cell_loss(_cell_autodiff), argnums=(0, 1, 2))(wx, wh, b, x[t], h[t], c[t])
         for name, g_hand, g_auto in zip(("wx", "wh", "b"), hand, auto, strict=True):
@@ -235,10 +258,13 @@ def test_hand_written_cell_backward_gives_per_task_gradients_with_vmap_outside_g
             )
 
 
-def test_hand_written_cell_backward_is_differentiable_again_under_vmap():
+@HAND_WRITTEN
+def test_hand_written_cell_backward_is_differentiable_again_under_vmap(which):
     # Reverse over reverse: the gradient of a function of the meta-gradient (e.g. a
     # Hessian-vector product in θ) goes through the hand-written backward too.
-    from metaopt.optimizers.lstm import _cell, _cell_autodiff
+    from metaopt.optimizers.lstm import _cell_autodiff
+
+    hand_cell = _hand_written_cells()[which]
 
     wx, wh, b, x, h, c = _cell_inputs(jax.random.key(12), rows=8, batch=(3,))
 
@@ -250,14 +276,14 @@ def test_hand_written_cell_backward_is_differentiable_again_under_vmap():
         g = jax.grad(loss, argnums=(0, 1))(wx, wh)
         return sum(jnp.sum(t**2) for t in g)
 
-    hand = jax.grad(lambda *a: grad_norm(_cell, *a), argnums=(0, 1))(wx, wh)
+    hand = jax.grad(lambda *a: grad_norm(hand_cell, *a), argnums=(0, 1))(wx, wh)
     auto = jax.grad(lambda *a: grad_norm(_cell_autodiff, *a), argnums=(0, 1))(wx, wh)
     for name, g_hand, g_auto in zip(("wx", "wh"), hand, auto, strict=True):
         np.testing.assert_allclose(g_hand, g_auto, rtol=1e-4, atol=1e-4, err_msg=name)
 
 
 @pytest.mark.parametrize("second_order", [False, True])
-def test_meta_gradient_is_the_same_with_either_cell_backward(monkeypatch, second_order):
+def test_meta_gradient_is_the_same_with_every_cell_backward(monkeypatch, second_order):
     import metaopt.optimizers.lstm
     from metaopt import learned_optimizer, tbptt
     from metaopt.tasks.quadratic import quadratic_family
@@ -275,12 +301,16 @@ def test_meta_gradient_is_the_same_with_either_cell_backward(monkeypatch, second
     theta = lopt.init(jax.random.key(0))
     batch = est.init(theta, jax.random.key(1))
 
-    def meta_grad(min_rows):
+    def meta_grad(min_rows, small_leaf_cell):
         monkeypatch.setattr(metaopt.optimizers.lstm, "HAND_WRITTEN_BACKWARD_MIN_ROWS", min_rows)
+        monkeypatch.setattr(metaopt.optimizers.lstm, "_cell_pointwise", small_leaf_cell)
         grad, _, _ = est.estimate(theta, batch, jax.random.key(2))
         return grad
 
-    hand, auto = meta_grad(1), meta_grad(10**9)
+    from metaopt.optimizers.lstm import _cell_autodiff, _cell_pointwise
+
+    auto = meta_grad(10**9, _cell_autodiff)
     # Six unrolled steps compound the f32 reordering differences of one cell.
-    for g_hand, g_auto in zip(jax.tree.leaves(hand), jax.tree.leaves(auto), strict=True):
-        np.testing.assert_allclose(g_hand, g_auto, rtol=1e-4, atol=1e-6)
+    for hand in (meta_grad(1, _cell_pointwise), meta_grad(10**9, _cell_pointwise)):
+        for g_hand, g_auto in zip(jax.tree.leaves(hand), jax.tree.leaves(auto), strict=True):
+            np.testing.assert_allclose(g_hand, g_auto, rtol=1e-4, atol=1e-6)
