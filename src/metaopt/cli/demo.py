@@ -8,7 +8,7 @@ SGD, NAG, RMSprop and Adam, each with a tuned learning rate.
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -228,6 +228,51 @@ GENERALIZATION = {
 }
 
 
+def _dataset_loader(
+    data: str | datasets.Dataset, data_dir: str | os.PathLike | None
+) -> tuple[str, Callable[[], datasets.Dataset]]:
+    """``(name, load)`` for :func:`mlp_demo`'s ``data``; raises on an unknown name."""
+    loaders = {
+        "digits": lambda: datasets.digits(),
+        "mnist": lambda: datasets.mnist(data_dir),
+        "fashion_mnist": lambda: datasets.fashion_mnist(data_dir),
+    }
+    if isinstance(data, datasets.Dataset):
+        own = data
+        return own.name, lambda: own
+    if isinstance(data, str) and data in loaders:
+        return data, loaders[data]
+    raise ValueError(f"data must be a Dataset or one of {sorted(loaders)}, got {data!r}")
+
+
+def _generalization_names(generalization: bool | Sequence[str]) -> tuple[str, ...]:
+    """The settings of ``GENERALIZATION`` that :func:`mlp_demo` runs; raises on unknown names."""
+    if isinstance(generalization, bool):
+        return tuple(GENERALIZATION) if generalization else ()
+    unknown = sorted(set(generalization) - set(GENERALIZATION))
+    if unknown:
+        raise ValueError(f"generalization names {unknown}; expected some of {list(GENERALIZATION)}")
+    return tuple(generalization)
+
+
+def _generalize(
+    compare: Callable[..., dict], names: Sequence[str], keys: jax.Array, out: Path, data: str
+) -> dict[str, Any]:
+    """Runs ``compare(k_tune, k_eval, steps, **arch)`` on the named generalization settings.
+
+    Setting ``i`` of ``GENERALIZATION`` uses keys ``2i`` and ``2i + 1``, whichever
+    others run, and plots its curves to ``out/curves_<name>.png``.
+    """
+    general = {}
+    for i, (name, setting) in enumerate(GENERALIZATION.items()):
+        if name in names:
+            arch = {k: v for k, v in setting.items() if k != "steps"}
+            optimizers = compare(keys[2 * i], keys[2 * i + 1], setting["steps"], **arch)
+            general[name] = {"setting": setting, "optimizers": optimizers}
+            plot_curves(out / f"curves_{name}.png", optimizers, f"generalization {name} on {data}")
+    return general
+
+
 def mlp_demo(
     out: str | os.PathLike,
     *,
@@ -268,24 +313,8 @@ def mlp_demo(
     from metaopt.tasks.classification import mlp_classifier_family
 
     out = prepare_dir(out, "out")
-    loaders = {
-        "digits": lambda: datasets.digits(),
-        "mnist": lambda: datasets.mnist(data_dir),
-        "fashion_mnist": lambda: datasets.fashion_mnist(data_dir),
-    }
-    if isinstance(data, datasets.Dataset):
-        own = data
-        load, data = (lambda: own), own.name
-    elif isinstance(data, str) and data in loaders:
-        load = loaders[data]
-    else:
-        raise ValueError(f"data must be a Dataset or one of {sorted(loaders)}, got {data!r}")
-    if not isinstance(generalization, bool):
-        unknown = sorted(set(generalization) - set(GENERALIZATION))
-        if unknown:
-            raise ValueError(
-                f"generalization names {unknown}; expected some of {list(GENERALIZATION)}"
-            )
+    data, load = _dataset_loader(data, data_dir)
+    generalization = _generalization_names(generalization)
     wall = time.perf_counter()
     dataset = load()
     lopt = lstm_optimizer(hidden_size=20, num_layers=2, log_and_sign_p=10.0, output_scale=0.1)
@@ -346,21 +375,7 @@ def mlp_demo(
 
     optimizers = compare(rest[0], rest[1], horizon)
     plot_curves(out / "curves.png", optimizers, f"MLP(20, sigmoid) on {data}, test split")
-    general = {}
-    if generalization is True:
-        generalization = tuple(GENERALIZATION)
-    for i, (name, setting) in enumerate(GENERALIZATION.items()):
-        if name in (generalization or ()):
-            arch = {k: v for k, v in setting.items() if k != "steps"}
-            general[name] = {
-                "setting": setting,
-                "optimizers": compare(rest[2 + 2 * i], rest[3 + 2 * i], setting["steps"], **arch),
-            }
-            plot_curves(
-                out / f"curves_{name}.png",
-                general[name]["optimizers"],
-                f"generalization {name} on {data}",
-            )
+    general = _generalize(compare, generalization, rest[2:], out, data)
     save(out / "optimizer.mopt", lopt, theta)
     results = _record("mlp", config, run, out, optimizers=optimizers, generalization=general)
     results["wall_seconds"] = time.perf_counter() - wall

@@ -73,90 +73,102 @@ def _add_demo_parser(sub) -> None:
         help="quadratic: §3.1 of the paper; mlp: the MNIST experiment of §3.2; sinusoid, "
         "fewshot: MAML, FOMAML, Reptile and Meta-SGD against joint pretraining",
     )
-    demo.add_argument(
-        "--data",
-        choices=["digits", "mnist", "fashion_mnist"],
-        default="digits",
-        help="--task mlp only: the dataset (digits ship with scikit-learn)",
-    )
-    demo.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="--task mlp only: a directory holding the dataset's files",
-    )
     demo.add_argument("--out", type=Path, default=Path("metaopt-demo"), help="output directory")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument(
-        "--epochs",
-        type=_positive_int,
-        default=None,
-        help="meta-batches of fresh tasks (default: 100 quadratic, 20 mlp)",
-    )
-    demo.add_argument(
-        "--tasks",
-        type=_positive_int,
-        default=None,
-        help="tasks per meta-batch (default: 128 quadratic, 16 mlp)",
-    )
-    demo.add_argument("--truncation", type=_positive_int, default=20)
-    demo.add_argument("--horizon", type=_positive_int, default=100)
-    demo.add_argument(
-        "--meta-lr",
-        type=_positive_float,
-        default=None,
-        help="meta-learning rate (default: 3e-3, fewshot 1e-3)",
-    )
-    demo.add_argument(
-        "--meta-steps",
-        type=_positive_int,
-        default=None,
-        help="sinusoid/fewshot: meta-steps per method (default: 20000 sinusoid, 2000 fewshot)",
-    )
-    demo.add_argument(
-        "--methods",
-        nargs="+",
-        choices=["maml", "fomaml", "reptile", "metasgd", "pretrained"],
-        default=None,
-        help="sinusoid/fewshot: run just these methods (default: all five)",
-    )
-    demo.add_argument(
-        "--shots",
-        type=_positive_int,
-        nargs="+",
-        default=None,
-        help="sinusoid/fewshot: support examples per task or class (default: 10; 1 and 5)",
-    )
-    demo.add_argument(
-        "--eval-tasks",
-        type=_positive_int,
-        default=None,
-        help="held-out tasks (default: 256 quadratic, 64 mlp)",
-    )
-    demo.add_argument(
-        "--tune-tasks",
-        type=_positive_int,
-        default=None,
-        help="tasks for tuning baselines (default: 1024 quadratic, 32 mlp)",
-    )
-    demo.add_argument(
-        "--no-generalization",
-        action="store_true",
-        help="--task mlp only: skip the four generalization experiments",
-    )
-    demo.add_argument(
-        "--generalization",
-        nargs="+",
-        choices=["steps_200", "hidden_40", "layers_2", "relu"],
-        default=None,
-        help="--task mlp only: run just these generalization experiments",
-    )
     demo.add_argument(
         "--resume",
         action="store_true",
         help="continue the meta-training checkpointed in --out (same settings)",
     )
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_demo_training_args(demo.add_argument_group("meta-training and evaluation"))
+    _add_demo_mlp_args(demo.add_argument_group("--task mlp"))
+    _add_demo_fewshot_args(demo.add_argument_group("--task sinusoid and --task fewshot"))
+
+
+def _add_demo_training_args(group) -> None:
+    group.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help="meta-batches of fresh tasks (default: 100 quadratic, 20 mlp)",
+    )
+    group.add_argument(
+        "--tasks",
+        type=_positive_int,
+        default=None,
+        help="tasks per meta-batch (default: 128 quadratic, 16 mlp)",
+    )
+    group.add_argument("--truncation", type=_positive_int, default=20)
+    group.add_argument("--horizon", type=_positive_int, default=100)
+    group.add_argument(
+        "--meta-lr",
+        type=_positive_float,
+        default=None,
+        help="meta-learning rate (default: 3e-3, fewshot 1e-3)",
+    )
+    group.add_argument(
+        "--eval-tasks",
+        type=_positive_int,
+        default=None,
+        help="held-out tasks (default: 256 quadratic, 64 mlp)",
+    )
+    group.add_argument(
+        "--tune-tasks",
+        type=_positive_int,
+        default=None,
+        help="tasks for tuning baselines (default: 1024 quadratic, 32 mlp)",
+    )
+
+
+def _add_demo_mlp_args(group) -> None:
+    group.add_argument(
+        "--data",
+        choices=["digits", "mnist", "fashion_mnist"],
+        default="digits",
+        help="--task mlp only: the dataset (digits ship with scikit-learn)",
+    )
+    group.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="--task mlp only: a directory holding the dataset's files",
+    )
+    group.add_argument(
+        "--no-generalization",
+        action="store_true",
+        help="--task mlp only: skip the four generalization experiments",
+    )
+    group.add_argument(
+        "--generalization",
+        nargs="+",
+        choices=["steps_200", "hidden_40", "layers_2", "relu"],
+        default=None,
+        help="--task mlp only: run just these generalization experiments",
+    )
+
+
+def _add_demo_fewshot_args(group) -> None:
+    group.add_argument(
+        "--meta-steps",
+        type=_positive_int,
+        default=None,
+        help="sinusoid/fewshot: meta-steps per method (default: 20000 sinusoid, 2000 fewshot)",
+    )
+    group.add_argument(
+        "--methods",
+        nargs="+",
+        choices=["maml", "fomaml", "reptile", "metasgd", "pretrained"],
+        default=None,
+        help="sinusoid/fewshot: run just these methods (default: all five)",
+    )
+    group.add_argument(
+        "--shots",
+        type=_positive_int,
+        nargs="+",
+        default=None,
+        help="sinusoid/fewshot: support examples per task or class (default: 10; 1 and 5)",
+    )
 
 
 def _add_train_parser(sub) -> None:
@@ -185,27 +197,9 @@ def _add_train_parser(sub) -> None:
         "initialization, Meta-SGD, or an initialization and the optimizer jointly",
     )
     flag("--inner-lr", type=_positive_float, help="learned_init/metasgd: inner SGD rate (0.01)")
-    flag(
-        "--estimator",
-        choices=ESTIMATORS,
-        help="meta-gradient estimator: truncated backprop, full-horizon backprop, "
-        "antithetic truncated ES, or persistent ES (default tbptt)",
+    _add_estimator_flags(
+        train.add_argument_group("meta-gradient estimator and its training machinery")
     )
-    flag("--std", type=_positive_float, help="es/pes: perturbation standard deviation (0.01)")
-    flag("--perturbations", type=_positive_int, help="es/pes: antithetic pairs per task (1)")
-    flag(
-        "--remat", choices=REMAT, help="tbptt/full: rematerialization (none / step / dots / nested)"
-    )
-    flag("--schedule", choices=SCHEDULES, help="task horizons (default constant)")
-    flag("--min-horizon", type=_positive_int, help="log_uniform: the shortest horizon")
-    flag(
-        "--desync",
-        action="store_true",
-        help="start tasks at random step offsets, mixing early and late training",
-    )
-    flag("--objective", choices=OBJECTIVES, help="meta-objective (default mean)")
-    flag("--second-order", action="store_true", help="tbptt/full: keep second derivatives")
-    flag("--clip", type=_positive_float, help="clip the meta-gradient's global norm")
     flag("--seed", type=_non_negative_int, help="PRNG seed (default 0)")
     flag("--epochs", type=_positive_int, help="meta-batches of fresh tasks (default 100)")
     flag("--tasks", type=_positive_int, help="tasks per meta-batch (default 32)")
@@ -230,9 +224,39 @@ def _add_train_parser(sub) -> None:
         help="devices to split the task batch over, from all processes (default: all "
         "visible); on a CPU, JAX presents the cores as this many devices",
     )
-    hosts = train.add_argument_group(
-        "several processes", "run one metaopt train per host, with the same flags and --out"
+    _add_hosts_args(
+        train.add_argument_group(
+            "several processes", "run one metaopt train per host, with the same flags and --out"
+        )
     )
+
+
+def _add_estimator_flags(group) -> None:
+    flag = functools.partial(group.add_argument, default=argparse.SUPPRESS)
+    flag(
+        "--estimator",
+        choices=ESTIMATORS,
+        help="meta-gradient estimator: truncated backprop, full-horizon backprop, "
+        "antithetic truncated ES, or persistent ES (default tbptt)",
+    )
+    flag("--std", type=_positive_float, help="es/pes: perturbation standard deviation (0.01)")
+    flag("--perturbations", type=_positive_int, help="es/pes: antithetic pairs per task (1)")
+    flag(
+        "--remat", choices=REMAT, help="tbptt/full: rematerialization (none / step / dots / nested)"
+    )
+    flag("--schedule", choices=SCHEDULES, help="task horizons (default constant)")
+    flag("--min-horizon", type=_positive_int, help="log_uniform: the shortest horizon")
+    flag(
+        "--desync",
+        action="store_true",
+        help="start tasks at random step offsets, mixing early and late training",
+    )
+    flag("--objective", choices=OBJECTIVES, help="meta-objective (default mean)")
+    flag("--second-order", action="store_true", help="tbptt/full: keep second derivatives")
+    flag("--clip", type=_positive_float, help="clip the meta-gradient's global norm")
+
+
+def _add_hosts_args(hosts) -> None:
     hosts.add_argument("--coordinator-address", help="host:port of process 0")
     hosts.add_argument("--num-processes", type=_positive_int, help="processes in the job")
     hosts.add_argument("--process-id", type=_non_negative_int, help="this process's index")

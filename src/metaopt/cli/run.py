@@ -404,6 +404,19 @@ def _check_same_run(ckpt_dir: Path, config: dict[str, Any], may_change: frozense
         return
 
 
+def _start_files(ckpt_dir: Path, metrics_path: Path, resumed_step: int | None) -> None:
+    """Readies the run's files for a fresh run, or one resumed at ``resumed_step``.
+
+    A fresh run drops old checkpoints and metrics; a resumed one keeps the metrics
+    records up to the meta-step it resumes from.
+    """
+    if resumed_step is None:
+        for _, _, old in checkpoint_steps(ckpt_dir):
+            old.unlink()
+    kept = b"" if resumed_step is None else _read_metrics(metrics_path, resumed_step)
+    atomic_write(metrics_path, lambda f: f.write(kept))
+
+
 def checkpointed_meta_train(
     out: str | Path,
     estimator: Estimator,
@@ -459,15 +472,11 @@ def checkpointed_meta_train(
     if resume:
         _check_same_run(ckpt_dir, config, may_change)
         state, _, path = restore_latest(ckpt_dir, state)
-        if main:
-            print(f"resuming from {path} (meta-step {state.step})", file=sys.stderr)
-    elif main:
-        for _, _, old in checkpoint_steps(ckpt_dir):
-            old.unlink()
     metrics_path = out / "metrics.jsonl"
     if main:
-        kept = _read_metrics(metrics_path, state.step) if resume else b""
-        atomic_write(metrics_path, lambda f: f.write(kept))
+        _start_files(ckpt_dir, metrics_path, state.step if resume else None)
+        if resume:
+            print(f"resuming from {path} (meta-step {state.step})", file=sys.stderr)
 
     latest: list[MetaTrainState] = [state]
     best_so_far = [state.best_validation_loss if state.step else float("nan")]
@@ -522,6 +531,45 @@ def checkpointed_meta_train(
     return MetaTrainRun(final, status, "", signum, result.compile_seconds)
 
 
+def _check_run_dir(config: TrainConfig, out: Path, resume: bool) -> None:
+    """Raises unless ``out`` holds this run (to resume) or no run at all (to start)."""
+    ckpt_dir = out / "checkpoints"
+    if resume:
+        saved = saved_config(out)
+        differ = [
+            f.name
+            for f in dataclasses.fields(config)
+            if f.name not in OPERATIONAL and getattr(config, f.name) != getattr(saved, f.name)
+        ]
+        if differ:
+            raise ValueError(
+                f"config differs from the run saved in {str(out)!r} in: {', '.join(differ)}"
+            )
+    elif (out / "config.toml").exists() or (ckpt_dir.exists() and any(ckpt_dir.iterdir())):
+        raise FileExistsError(
+            f"{str(out)!r} already holds a run; pass --resume to continue it, or choose "
+            "another --out"
+        )
+
+
+def _save_best_theta(
+    config: TrainConfig, out: Path, lopt: LearnedOptimizer, final: MetaTrainState, *, write: bool
+) -> Path:
+    """Writes the best θ (if ``write`` and validation ever gave a finite loss); its path.
+
+    A learned optimizer goes to ``optimizer.mopt`` (architecture and θ); any other
+    learner's θ to ``theta.msgpack``.
+    """
+    saved = out / ("optimizer.mopt" if config.learner == "learned_optimizer" else "theta.msgpack")
+    if write and np.isfinite(final.best_validation_loss):
+        if config.learner == "learned_optimizer":
+            save(saved, lopt, final.best_theta)
+        else:
+            data = flax.serialization.to_bytes(jax.device_get(final.best_theta))
+            atomic_write(saved, lambda f: f.write(data))
+    return saved
+
+
 def train_run(config: TrainConfig, out: str | Path, *, resume: bool = False) -> RunOutcome:
     """Meta-trains as ``config`` says, in directory ``out``, checkpointing as it goes.
 
@@ -546,22 +594,7 @@ def train_run(config: TrainConfig, out: str | Path, *, resume: bool = False) -> 
     main = is_main_process()
     out = prepare_dir(out, "out") if main else Path(out)
     ckpt_dir = out / "checkpoints"
-    if resume:
-        saved = saved_config(out)
-        differ = [
-            f.name
-            for f in dataclasses.fields(config)
-            if f.name not in OPERATIONAL and getattr(config, f.name) != getattr(saved, f.name)
-        ]
-        if differ:
-            raise ValueError(
-                f"config differs from the run saved in {str(out)!r} in: {', '.join(differ)}"
-            )
-    elif (out / "config.toml").exists() or (ckpt_dir.exists() and any(ckpt_dir.iterdir())):
-        raise FileExistsError(
-            f"{str(out)!r} already holds a run; pass --resume to continue it, or choose "
-            "another --out"
-        )
+    _check_run_dir(config, out, resume)
     barrier("metaopt: run directory checked")  # before process 0 writes there
     if main:
         atomic_write(out / "config.toml", lambda f: f.write(to_toml(config).encode()))
@@ -595,13 +628,7 @@ def train_run(config: TrainConfig, out: str | Path, *, resume: bool = False) -> 
         mesh=mesh,
     )
     final, status, message, sig = run.state, run.status, run.message, run.signal
-    saved = out / ("optimizer.mopt" if config.learner == "learned_optimizer" else "theta.msgpack")
-    if main and np.isfinite(final.best_validation_loss):
-        if config.learner == "learned_optimizer":
-            save(saved, lopt, final.best_theta)
-        else:
-            data = flax.serialization.to_bytes(jax.device_get(final.best_theta))
-            atomic_write(saved, lambda f: f.write(data))
+    saved = _save_best_theta(config, out, lopt, final, write=main)
     if status == "completed":
         message = (
             f"finished {final.step} meta-steps; best validation loss "
