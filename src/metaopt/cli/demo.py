@@ -255,6 +255,37 @@ def _generalization_names(generalization: bool | Sequence[str]) -> tuple[str, ..
     return tuple(generalization)
 
 
+def _comparison(
+    tx: optax.GradientTransformation,
+    family: Callable[..., Any],
+    num_eval_tasks: int,
+    num_tune_tasks: int,
+) -> Callable[..., dict]:
+    """``compare(k_tune, k_eval, steps, **arch)``: the learned ``tx`` against tuned baselines.
+
+    Evaluation is on ``family("test", **arch)``; the baselines' learning rates are
+    tuned on ``family("val", **arch)`` over 16 rates from 1e-4 to 10.
+    """
+    from metaopt.evaluation.evaluate import log_grid
+
+    grid = log_grid(1e-4, 10.0, 16)
+
+    def compare(k_tune, k_eval, steps, **arch):
+        return compare_optimizers(
+            {"lstm": tx},
+            family("test", **arch),
+            k_tune,
+            k_eval,
+            num_eval_tasks=num_eval_tasks,
+            num_tune_tasks=num_tune_tasks,
+            num_steps=steps,
+            learning_rates=grid,
+            tune_family=family("val", **arch),
+        )
+
+    return compare
+
+
 def _generalize(
     compare: Callable[..., dict], names: Sequence[str], keys: jax.Array, out: Path, data: str
 ) -> dict[str, Any]:
@@ -309,7 +340,6 @@ def mlp_demo(
     Returns:
       The dictionary written to ``results.json``.
     """
-    from metaopt.evaluation.evaluate import log_grid
     from metaopt.tasks.classification import mlp_classifier_family
 
     out = prepare_dir(out, "out")
@@ -357,22 +387,7 @@ def mlp_demo(
         progress=progress,
     )
     theta = run.state.best_theta
-    tx = as_optax(lopt, theta)
-    grid = log_grid(1e-4, 10.0, 16)
-
-    def compare(k_tune, k_eval, steps, **arch):
-        return compare_optimizers(
-            {"lstm": tx},
-            family("test", **arch),
-            k_tune,
-            k_eval,
-            num_eval_tasks=num_eval_tasks,
-            num_tune_tasks=num_tune_tasks,
-            num_steps=steps,
-            learning_rates=grid,
-            tune_family=family("val", **arch),
-        )
-
+    compare = _comparison(as_optax(lopt, theta), family, num_eval_tasks, num_tune_tasks)
     optimizers = compare(rest[0], rest[1], horizon)
     plot_curves(out / "curves.png", optimizers, f"MLP(20, sigmoid) on {data}, test split")
     general = _generalize(compare, generalization, rest[2:], out, data)

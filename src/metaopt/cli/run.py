@@ -404,17 +404,33 @@ def _check_same_run(ckpt_dir: Path, config: dict[str, Any], may_change: frozense
         return
 
 
-def _start_files(ckpt_dir: Path, metrics_path: Path, resumed_step: int | None) -> None:
-    """Readies the run's files for a fresh run, or one resumed at ``resumed_step``.
+def _start_or_resume(
+    state: MetaTrainState,
+    ckpt_dir: Path,
+    metrics_path: Path,
+    resume: bool,
+    config: dict[str, Any],
+    may_change: frozenset[str],
+    main: bool,
+) -> MetaTrainState:
+    """The state a run starts from: ``state``, or the newest checkpoint when resuming.
 
     A fresh run drops old checkpoints and metrics; a resumed one keeps the metrics
-    records up to the meta-step it resumes from.
+    records up to the meta-step it resumes from. Only the main process writes.
     """
-    if resumed_step is None:
+    if resume:
+        _check_same_run(ckpt_dir, config, may_change)
+        state, _, path = restore_latest(ckpt_dir, state)
+    if not main:
+        return state
+    if resume:
+        print(f"resuming from {path} (meta-step {state.step})", file=sys.stderr)
+    else:
         for _, _, old in checkpoint_steps(ckpt_dir):
             old.unlink()
-    kept = b"" if resumed_step is None else _read_metrics(metrics_path, resumed_step)
+    kept = _read_metrics(metrics_path, state.step) if resume else b""
     atomic_write(metrics_path, lambda f: f.write(kept))
+    return state
 
 
 def checkpointed_meta_train(
@@ -469,14 +485,8 @@ def checkpointed_meta_train(
     main = is_main_process()
     ckpt_dir = prepare_dir(out / "checkpoints", "out/checkpoints") if main else out / "checkpoints"
     state = init_meta_train_state(estimator, key, meta_optimizer=meta_optimizer, mesh=mesh)
-    if resume:
-        _check_same_run(ckpt_dir, config, may_change)
-        state, _, path = restore_latest(ckpt_dir, state)
     metrics_path = out / "metrics.jsonl"
-    if main:
-        _start_files(ckpt_dir, metrics_path, state.step if resume else None)
-        if resume:
-            print(f"resuming from {path} (meta-step {state.step})", file=sys.stderr)
+    state = _start_or_resume(state, ckpt_dir, metrics_path, resume, config, may_change, main)
 
     latest: list[MetaTrainState] = [state]
     best_so_far = [state.best_validation_loss if state.step else float("nan")]
