@@ -1,7 +1,7 @@
 """The paper's MNIST experiment end to end, at MNIST size, timed phase by phase.
 
-Runs ``metaopt.cli.demo.mlp_demo`` (meta-training the LSTM 2×20 on MLP(784-20-10,
-sigmoid), tuning SGD, NAG, RMSprop and Adam, evaluating all five, and the four
+Runs ``metaopt.experiments.learning_to_learn.mlp_demo`` (meta-training the LSTM 2×20 on
+MLP(784-20-10, sigmoid), tuning SGD, NAG, RMSprop and Adam, evaluating all five, and the four
 generalization settings unless ``--no-generalization``) on 28×28 images. Real MNIST
 needs a download this machine may not have, so by default the images are
 scikit-learn's 8×8 digits upscaled to 28×28: the same network sizes and work per step
@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from common import write
-from metaopt.cli.demo import mlp_demo
+from metaopt.experiments.learning_to_learn import mlp_demo
 from metaopt.tasks import datasets
 
 

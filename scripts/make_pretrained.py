@@ -132,10 +132,10 @@ def make_versatile(resume: bool) -> None:
     import optax
 
     import metaopt as mo
-    from metaopt.cli.run import checkpointed_meta_train
     from metaopt.evaluation.machine import machine
     from metaopt.io.checkpoint import checkpoint_steps
     from metaopt.optimizers.versatile import versatile_optimizer
+    from metaopt.train.run import checkpointed_meta_train
     from metaopt.train.versatile import versatile_estimator
 
     recipe = VERSATILE

@@ -172,7 +172,7 @@ def test_mlp_demo_on_digits_writes_main_and_generalization_results(tmp_path):
 def test_mlp_demo_runs_on_a_users_own_dataset(tmp_path):
     import numpy as np
 
-    from metaopt.cli.demo import mlp_demo
+    from metaopt.experiments.learning_to_learn import mlp_demo
     from metaopt.tasks.datasets import from_arrays
 
     rng = np.random.default_rng(0)
@@ -210,7 +210,7 @@ def test_demo_stopped_by_a_signal_resumes_and_writes_results(tmp_path, capsys, m
     import os
     import signal
 
-    from metaopt.cli import run
+    from metaopt.train import run
 
     real_meta_train = run.meta_train
 

@@ -18,10 +18,10 @@ import jax
 import numpy as np
 import pytest
 
-from metaopt.cli.config import TrainConfig
 from metaopt.cli.main import main
-from metaopt.cli.run import initial_state
 from metaopt.io.checkpoint import checkpoint_steps, read_checkpoint
+from metaopt.train.config import TrainConfig
+from metaopt.train.train_run import initial_state
 
 ARGS = [
     "--tasks", "4", "--truncation", "3", "--horizon", "6", "--epochs", "2",
@@ -29,7 +29,13 @@ ARGS = [
     "--keep-checkpoints", "5", "--lopt", "mlp", "--no-progress",
 ]  # fmt: skip
 CONFIG = TrainConfig(
-    tasks=4, truncation=3, horizon=6, epochs=2, validation_tasks=4, lopt="mlp", validate_every=100
+    tasks=4,
+    horizon=6,
+    epochs=2,
+    validation_tasks=4,
+    lopt="mlp",
+    validate_every=100,
+    options={"truncation": 3},
 )
 
 # One process of the job: argv = process id, port, then metaopt's arguments.

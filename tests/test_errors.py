@@ -172,7 +172,7 @@ def test_an_unknown_remat_policy_or_estimator_is_named():
         mo.full_bptt(learner, family, num_tasks=2, horizon=10, remat="sometimes")
     with pytest.raises(ValueError, match="remat"):
         mo.tbptt(learner, family, num_tasks=2, truncation=5, remat="sometimes")
-    from metaopt.cli.config import TrainConfig
+    from metaopt.train.config import TrainConfig
 
     with pytest.raises(ValueError, match="estimator must be one of"):
         TrainConfig(estimator="reinforce")

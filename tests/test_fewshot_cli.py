@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import metaopt as mo
-from metaopt.cli.config import TrainConfig
 from metaopt.cli.main import main
+from metaopt.train.config import TrainConfig
 
 TINY = ["--meta-steps", "2", "--tasks", "2", "--eval-tasks", "6", "--tune-tasks", "2"]
 
@@ -59,7 +59,7 @@ def test_train_config_rejects_combinations_that_cannot_work():
 
 
 def test_demos_reject_unknown_methods_and_bad_sizes(tmp_path):
-    from metaopt.cli.fewshot_demo import fewshot_demo, sinusoid_demo
+    from metaopt.experiments.fewshot import fewshot_demo, sinusoid_demo
 
     with pytest.raises(ValueError, match="methods must be"):
         fewshot_demo(tmp_path / "a", methods=("bogus",))

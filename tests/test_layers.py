@@ -16,7 +16,8 @@ LAYERS = {
     "estimators": 5,
     "train": 6,
     "diagnostics": 7,
-    "cli": 8,
+    "experiments": 8,
+    "cli": 9,
 }
 ROOT = pathlib.Path(metaopt.__file__).parent
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 import metaopt as mo
-from metaopt.cli.run import initial_state, saved_config
 from metaopt.io.checkpoint import checkpoint_steps, read_checkpoint
+from metaopt.train.train_run import initial_state, saved_config
 
 # 20 epochs × 2 truncations = 40 meta-steps; a checkpoint every 4, validation every epoch.
 ARGS = [
@@ -49,12 +49,12 @@ STEPS = 40
 HARNESS = """
 import io, os, signal, sys, tempfile
 from pathlib import Path
-import metaopt.core.files, metaopt.cli.run
+import metaopt.core.files, metaopt.train.run
 from metaopt.cli.main import main
 
 mode, n = sys.argv[1], int(sys.argv[2])
 calls = [0]
-save = metaopt.cli.run.save_checkpoint
+save = metaopt.train.run.save_checkpoint
 write = metaopt.core.files.atomic_write
 
 def save_then_die(*args, **kwargs):
@@ -79,7 +79,7 @@ def die_while_writing(path, fill):
     os.kill(os.getpid(), signal.SIGKILL)
 
 if mode == "after":
-    metaopt.cli.run.save_checkpoint = save_then_die
+    metaopt.train.run.save_checkpoint = save_then_die
 else:
     metaopt.core.files.atomic_write = die_while_writing
 sys.exit(main(sys.argv[3:]))

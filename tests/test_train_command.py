@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 import metaopt as mo
-from metaopt.cli import run
-from metaopt.cli.config import TrainConfig, read_toml, resolve, to_toml
 from metaopt.cli.main import main
 from metaopt.io.checkpoint import checkpoint_steps, read_checkpoint
+from metaopt.train import build, train_run
+from metaopt.train import run as run_layer
+from metaopt.train.config import TrainConfig, flatten, from_flat, read_toml, resolve, to_toml
 from metaopt.train.hooks import callback
 
 TINY = [
@@ -138,7 +139,7 @@ def test_an_existing_run_is_never_overwritten(tmp_path, capsys):
 
 
 def read_toml_of(config):
-    return {k: v for k, v in vars(config).items() if v is not None}
+    return {k: v for k, v in flatten(config).items() if v is not None}
 
 
 def test_resume_with_a_different_configuration_names_the_keys(tmp_path, capsys):
@@ -166,10 +167,10 @@ def test_config_file_then_flags_and_the_saved_config_repeats_the_run(tmp_path, c
     saved = read_toml(first / "config.toml")
     # The flag beat the file, the file beat the defaults, and defaults fill the rest.
     assert (saved["tasks"], saved["epochs"], saved["seed"]) == (2, 1, 4)
-    assert saved == read_toml_of(TrainConfig(**saved)) and saved["meta_lr"] == 1e-3
+    assert saved == read_toml_of(from_flat(saved)) and saved["meta_lr"] == 1e-3
     # The saved file, given back, is the same run: a new directory takes it as it is,
     # and the run's own directory resumes with it.
-    assert resolve(read_toml(first / "config.toml")) == run.saved_config(first)
+    assert resolve(read_toml(first / "config.toml")) == train_run.saved_config(first)
     again = ["train", "--out", str(first), "--resume", "--config", str(first / "config.toml")]
     assert main(again) == 0
 
@@ -209,7 +210,7 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path, caps
         loss = lambda cfg, p, k: data * base.loss(cfg, p, k)  # noqa: E731
         return base._replace(loss=loss, data=data, bind=bind)
 
-    real_meta_train = run.meta_train
+    real_meta_train = run_layer.meta_train
 
     def meta_train(*args, hooks, **kwargs):
         def hook(state, record):
@@ -220,8 +221,8 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path, caps
         hooks = [hooks[0], callback(hook), *hooks[1:]]
         return real_meta_train(*args, hooks=hooks, **kwargs)
 
-    monkeypatch.setattr(run, "build_family", lambda task, split="train": bind(scale))
-    monkeypatch.setattr(run, "meta_train", meta_train)
+    monkeypatch.setattr(build, "build_family", lambda task, split="train": bind(scale))
+    monkeypatch.setattr(run_layer, "meta_train", meta_train)
     args = ["train", "--out", str(tmp_path), *TINY, "--epochs", "10"]
     args += ["--checkpoint-every", "2", "--max-consecutive-skips", "3"]
     assert main(args) == 1
@@ -234,7 +235,7 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path, caps
     # No checkpoint after the last finite update, and the ones kept are readable and finite.
     found = checkpoint_steps(tmp_path / "checkpoints")
     assert found[-1][0] == 4
-    template = run.initial_state(run.saved_config(tmp_path))
+    template = train_run.initial_state(train_run.saved_config(tmp_path))
     for _, _, path in found:
         state, _ = read_checkpoint(path, template)
         assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.theta))
@@ -243,10 +244,10 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path, caps
 
 
 def test_conv_task_and_the_two_optimizer_pair_are_built_by_name():
-    family = run.build_family("conv_digits", "val")
+    family = build.build_family("conv_digits", "val")
     params = jax.jit(family.init)(None, jax.random.key(0))
     assert [c["w"].shape for c in params["conv"]] == [(5, 5, 1, 16), (5, 5, 16, 16), (5, 5, 16, 16)]
-    lopt = run.build_lopt(TrainConfig(lopt="conv_and_rest", output_scale=0.05))
+    lopt = build.build_lopt(TrainConfig(lopt="conv_and_rest", options={"output_scale": 0.05}))
     assert lopt.name == "conv_and_rest"
     assert lopt.config["conv"]["config"]["output_scale"] == 0.05
     assert lopt.config["rest"] == lopt.config["conv"]

@@ -6,6 +6,7 @@ ones before it): ``core`` (protocols, unroll, optax adapter), ``tasks``, ``optim
 ``cli``. See ``docs/architecture.md``.
 """
 
+from metaopt import _moved
 from metaopt.core.optax_adapter import as_optax
 from metaopt.core.sharding import replicate, shard_tasks, task_mesh
 from metaopt.core.types import Estimator, LearnedOptimizer, MetaLearner, TaskFamily
@@ -63,6 +64,8 @@ from metaopt.train.loop import (
     meta_train,
 )
 from metaopt.train.meta_step import MetaState, make_meta_step
+
+_moved.install()
 
 __version__ = "0.2.0"
 

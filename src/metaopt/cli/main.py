@@ -1,20 +1,11 @@
 """The ``metaopt`` command line: ``demo``, ``train``, ``plot`` and ``eval``."""
 
 import argparse
-import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from metaopt.cli.config import (
-    ESTIMATORS,
-    LEARNED_OPTIMIZERS,
-    LEARNERS,
-    OBJECTIVES,
-    REMAT,
-    SCHEDULES,
-    TASKS,
-)
+from metaopt.cli import flags
 
 
 def _positive_int(text: str) -> int:
@@ -172,6 +163,12 @@ def _add_demo_fewshot_args(group) -> None:
 
 
 def _add_train_parser(sub) -> None:
+    from metaopt.estimators.registry import ESTIMATORS
+    from metaopt.learners.registry import LEARNERS
+    from metaopt.optimizers.registry import OPTIMIZERS
+    from metaopt.tasks.registry import TASKS
+    from metaopt.train.config import run_fields
+
     train = sub.add_parser(
         "train",
         help="meta-train a learned optimizer in a run directory (checkpointed, resumable)",
@@ -187,43 +184,14 @@ def _add_train_parser(sub) -> None:
     train.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
-    flag = functools.partial(train.add_argument, default=argparse.SUPPRESS)
-    flag("--task", choices=TASKS, help="task family (default quadratic)")
-    flag("--lopt", choices=LEARNED_OPTIMIZERS, help="learned optimizer (default lstm)")
-    flag(
-        "--learner",
-        choices=LEARNERS,
-        help="what is meta-learned (default learned_optimizer): the optimizer's weights, an "
-        "initialization, Meta-SGD, or an initialization and the optimizer jointly",
-    )
-    flag("--inner-lr", type=_positive_float, help="learned_init/metasgd: inner SGD rate (0.01)")
-    _add_estimator_flags(
-        train.add_argument_group("meta-gradient estimator and its training machinery")
-    )
-    flag("--seed", type=_non_negative_int, help="PRNG seed (default 0)")
-    flag("--epochs", type=_positive_int, help="meta-batches of fresh tasks (default 100)")
-    flag("--tasks", type=_positive_int, help="tasks per meta-batch (default 32)")
-    flag("--truncation", type=_positive_int, help="inner steps per meta-gradient (default 20)")
-    flag("--horizon", type=_positive_int, help="inner steps per task (default 100)")
-    flag("--meta-lr", type=_positive_float, help="meta-optimizer (Adam) rate (default 1e-3)")
-    flag("--validate-every", type=_positive_int, help="epochs between validations (default 10)")
-    flag("--validation-tasks", type=_positive_int, help="validation tasks (default 64)")
-    flag("--log-and-sign-p", type=_positive_float, help="LSTM only: LogAndSign with this p")
-    flag("--output-scale", type=_positive_float, help="LSTM only: update scale (default 0.1)")
-    flag("--checkpoint-every", type=_positive_int, help="meta-steps between checkpoints (50)")
-    flag("--keep-checkpoints", type=_positive_int, help="recent checkpoints kept (default 3)")
-    flag(
-        "--max-consecutive-skips",
-        type=_positive_int,
-        help="stop after this many non-finite meta-updates in a row (default 20)",
-    )
-    flag("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
-    flag(
-        "--devices",
-        type=_positive_int,
-        help="devices to split the task batch over, from all processes (default: all "
-        "visible); on a CPU, JAX presents the cores as this many devices",
-    )
+    registries = {"task": TASKS, "lopt": OPTIMIZERS, "learner": LEARNERS, "estimator": ESTIMATORS}
+    run = train.add_argument_group("the run")
+    for field in run_fields():
+        registry = registries.get(field.name)
+        choices = None if registry is None else [*registry, *registry.aliases]
+        flags.add_field(run, field, choices=choices)
+    for registry in (ESTIMATORS, OPTIMIZERS, LEARNERS, TASKS):
+        _add_option_flags(train, registry)
     _add_hosts_args(
         train.add_argument_group(
             "several processes", "run one metaopt train per host, with the same flags and --out"
@@ -231,29 +199,22 @@ def _add_train_parser(sub) -> None:
     )
 
 
-def _add_estimator_flags(group) -> None:
-    flag = functools.partial(group.add_argument, default=argparse.SUPPRESS)
-    flag(
-        "--estimator",
-        choices=ESTIMATORS,
-        help="meta-gradient estimator: truncated backprop, full-horizon backprop, "
-        "antithetic truncated ES, or persistent ES (default tbptt)",
-    )
-    flag("--std", type=_positive_float, help="es/pes: perturbation standard deviation (0.01)")
-    flag("--perturbations", type=_positive_int, help="es/pes: antithetic pairs per task (1)")
-    flag(
-        "--remat", choices=REMAT, help="tbptt/full: rematerialization (none / step / dots / nested)"
-    )
-    flag("--schedule", choices=SCHEDULES, help="task horizons (default constant)")
-    flag("--min-horizon", type=_positive_int, help="log_uniform: the shortest horizon")
-    flag(
-        "--desync",
-        action="store_true",
-        help="start tasks at random step offsets, mixing early and late training",
-    )
-    flag("--objective", choices=OBJECTIVES, help="meta-objective (default mean)")
-    flag("--second-order", action="store_true", help="tbptt/full: keep second derivatives")
-    flag("--clip", type=_positive_float, help="clip the meta-gradient's global norm")
+def _add_option_flags(train, registry) -> None:
+    """One group per role: each option any entry declares, once, with who takes it."""
+    declared: dict[str, list] = {}
+    for entry in registry.values():
+        for field in entry.option_fields():
+            declared.setdefault(field.name, []).append((entry.name, field))
+    if not declared:
+        return
+    summaries = "; ".join(f"{e.name}: {e.summary}" for e in registry.values())
+    group = train.add_argument_group(f"{registry.role} options", summaries)
+    for owners in declared.values():
+        defaults = {}
+        for entry_name, field in owners:
+            defaults.setdefault(flags.default_text(field.default), []).append(entry_name)
+        shown = "; ".join(f"{', '.join(who)}: {d}" for d, who in defaults.items())
+        flags.add_field(group, owners[0][1], defaults=shown)
 
 
 def _add_hosts_args(hosts) -> None:
@@ -268,9 +229,11 @@ def _add_hosts_args(hosts) -> None:
 
 
 def _add_eval_parser(sub) -> None:
+    from metaopt.tasks.registry import TASKS
+
     ev = sub.add_parser("eval", help="evaluate a learned optimizer against tuned baselines")
     ev.add_argument("--lopt", required=True, help="pretrained name or path to a saved optimizer")
-    ev.add_argument("--task", choices=TASKS, required=True)
+    ev.add_argument("--task", choices=list(TASKS), required=True)
     ev.add_argument("--out", type=Path, required=True, help="output directory")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--steps", type=_positive_int, default=100, help="updates per task")
@@ -291,13 +254,18 @@ _NOT_CONFIG = {
 
 
 def _train(args: argparse.Namespace) -> int:
-    from metaopt.cli.config import read_toml, resolve
-    from metaopt.cli.hosts import start_jax
-    from metaopt.cli.run import saved_config, train_run
+    from metaopt.train.config import check_key, read_toml, resolve
+    from metaopt.train.hosts import start_jax
+    from metaopt.train.train_run import saved_config, train_run
 
     given = read_toml(args.config) if args.config is not None else {}
-    flags = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
-    given |= flags
+    typed = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
+    for key, value in typed.items():
+        try:
+            check_key(key, value, "flags")
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"argument {flags.flag_name(key)}: {e}") from None
+    given |= typed
     source = "--config and flags"
     if args.resume:
         config = resolve(given, saved_config(args.out), source=source)
@@ -318,7 +286,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from metaopt.cli.plots import plot_run
+    from metaopt.train.plots import plot_run
 
     for path in plot_run(args.run_dir):
         print(f"wrote {path}")
@@ -328,12 +296,12 @@ def _plot(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> None:
     import jax
 
-    from metaopt.cli.run import build_family
     from metaopt.core.files import prepare_dir, write_json
     from metaopt.core.optax_adapter import as_optax
     from metaopt.evaluation.machine import machine
     from metaopt.evaluation.report import compare_optimizers, format_table, plot_curves
     from metaopt.io.pretrained import load
+    from metaopt.train.build import build_family
 
     out = prepare_dir(args.out, "out")
     lopt, theta = load(args.lopt)
@@ -371,7 +339,7 @@ DEMO_DEFAULTS = {
 
 
 def _fewshot_demo(args: argparse.Namespace) -> None:
-    from metaopt.cli.fewshot_demo import fewshot_demo, format_summary, sinusoid_demo
+    from metaopt.experiments.fewshot import fewshot_demo, format_summary, sinusoid_demo
 
     sizes = {
         k: v
@@ -401,7 +369,7 @@ def _fewshot_demo(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from metaopt.cli.demo import mlp_demo, quadratic_demo, summary
+    from metaopt.experiments.learning_to_learn import mlp_demo, quadratic_demo, summary
 
     if args.task in ("sinusoid", "fewshot"):
         return _fewshot_demo(args)
@@ -438,8 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``metaopt`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     run = {"demo": _demo, "train": _train, "eval": _eval, "plot": _plot}[args.command]
-    from metaopt.cli.run import RunStopped
     from metaopt.train.loop import MetaTrainingDiverged
+    from metaopt.train.run import RunStopped
 
     try:
         status = run(args)

@@ -16,8 +16,8 @@ import numpy as np
 from metaopt.core import checks
 from metaopt.core.types import Estimator, Theta
 from metaopt.diagnostics.gradients import (
-    ESTIMATORS,
     RESERVED_OPTIONS,
+    diagnosable,
     make_estimator,
     particle_estimates,
     particle_truths,
@@ -151,13 +151,14 @@ def _check_report_args(problem, estimators, truncations, horizons, options):
     if not isinstance(problem, Problem):
         raise TypeError(f"problem must be a diagnostics Problem, got {type(problem).__name__}")
     checks.float_tree("problem.theta", problem.theta)
+    estimators = diagnosable() if estimators is None else estimators
     if isinstance(estimators, str) or not isinstance(estimators, Sequence):
         raise TypeError(f"estimators must be a sequence of names, got {estimators!r}")
     if not estimators:
         raise ValueError("estimators must not be empty")
-    unknown = [e for e in estimators if e not in ESTIMATORS]
+    unknown = [e for e in estimators if e not in diagnosable()]
     if unknown:
-        raise ValueError(f"estimators must be among {list(ESTIMATORS)}, got unknown {unknown}")
+        raise ValueError(f"estimators must be among {list(diagnosable())}, got unknown {unknown}")
     truncations, horizons = _int_list("truncations", truncations), _int_list("horizons", horizons)
     for h in horizons:
         bad = [k for k in truncations if k > h or h % k]
@@ -181,7 +182,7 @@ def _check_report_args(problem, estimators, truncations, horizons, options):
 
 def estimator_report(
     problem: Problem | None = None,
-    estimators: Sequence[str] = ESTIMATORS,
+    estimators: Sequence[str] | None = None,
     truncations: Sequence[int] = (5, 10, 20),
     horizons: Sequence[int] = (100,),
     *,
@@ -195,8 +196,8 @@ def estimator_report(
     Args:
       problem: where to measure; :func:`~metaopt.diagnostics.quadratic_learning_rates`
         if None.
-      estimators: names among ``"full_bptt"`` (the exact reference), ``"tbptt"``,
-        ``"es"`` and ``"pes"``.
+      estimators: names among :func:`~metaopt.diagnostics.gradients.diagnosable`
+        (``"full_bptt"`` is the exact reference); all of them if None.
       truncations: truncation lengths ``K``; each must divide every horizon.
       horizons: horizons ``H``; every pair ``(K, H)`` is measured.
       num_particles: ``R >= 2`` independent estimates per setting, each on its own

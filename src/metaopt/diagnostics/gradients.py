@@ -13,6 +13,7 @@ particle's key exactly as the estimator's ``init`` draws them, and the exact gra
 is computed on the same tasks, so the error ``estimate − exact`` is the estimator's own.
 """
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,17 +25,31 @@ from jax.flatten_util import ravel_pytree
 from metaopt.core import checks
 from metaopt.core.types import Estimator, MetaLearner, TaskFamily, Theta
 from metaopt.diagnostics.problems import Problem
-from metaopt.estimators.es import es
-from metaopt.estimators.full_bptt import full_bptt
 from metaopt.estimators.objectives import Objective, trajectory_mean
-from metaopt.estimators.pes import pes
+from metaopt.estimators.options import RunSpec
+from metaopt.estimators.registry import ESTIMATORS as REGISTRY
 from metaopt.estimators.schedules import constant_schedule
-from metaopt.estimators.tbptt import tbptt
 from metaopt.estimators.truncation import TaskState, init_tasks, run_truncation, weighted_sum
 
-ESTIMATORS = ("full_bptt", "tbptt", "es", "pes")
-_FACTORIES = {"full_bptt": full_bptt, "tbptt": tbptt, "es": es, "pes": pes}
 RESERVED_OPTIONS = ("num_tasks", "truncation", "horizon", "objective", "desync")
+
+
+def diagnosable() -> tuple[str, ...]:
+    """The registered estimators these diagnostics compare with the exact gradient.
+
+    They are the ones with the ``diagnosable`` trait: estimates of a task family's
+    objective over a horizon (not a query set, not a pseudo-gradient).
+
+    Example:
+      >>> diagnosable()[:4]
+      ('tbptt', 'full_bptt', 'es', 'pes')
+    """
+    return REGISTRY.names("diagnosable")
+
+
+# The estimators metaopt ships that the diagnostics cover (``diagnosable()`` also sees
+# ones registered at run time).
+ESTIMATORS = diagnosable()
 
 
 def _scale(objective: Objective, truncation: int, horizon: int) -> float:
@@ -131,11 +146,12 @@ def horizon_estimate(
       >>> import jax
       >>> from metaopt.diagnostics.problems import quadratic_learning_rates
       >>> p = quadratic_learning_rates(dim=3)
+      >>> from metaopt.estimators.tbptt import tbptt
       >>> est = tbptt(p.learner, p.family, num_tasks=2, truncation=3, horizon=6)
       >>> horizon_estimate(est, p.theta, jax.random.key(0), horizon=6)["log_lr"].shape
       (3,)
     """
-    if estimator.name == "full":
+    if estimator.name == "full_bptt":
         if estimator.config["horizon"] != horizon:
             raise ValueError(
                 f"estimator runs a horizon of {estimator.config['horizon']}, not {horizon}"
@@ -179,22 +195,22 @@ def make_estimator(
       >>> est.name, est.config["std"]
       ('pes', 0.05)
     """
-    if name not in _FACTORIES:
-        raise ValueError(f"estimator names must be among {list(ESTIMATORS)}, got {name!r}")
+    if name not in diagnosable():
+        raise ValueError(f"estimator names must be among {list(diagnosable())}, got {name!r}")
     options = dict(options or {})
     reserved = sorted(set(options) & set(RESERVED_OPTIONS))
     if reserved:
         raise ValueError(f"options for {name!r} may not set {reserved}: the report sets them")
-    kwargs: dict[str, Any] = dict(
-        num_tasks=problem.num_tasks, horizon=horizon, objective=problem.objective
-    )
-    if name != "full_bptt":
-        kwargs["truncation"] = truncation
-    if name in ("full_bptt", "tbptt"):
-        kwargs["second_order"] = problem.second_order
-    if name in ("es", "pes"):
-        kwargs["std"] = 0.01
-    return _FACTORIES[name](problem.learner, problem.family, **kwargs | options)
+    entry = REGISTRY[name]
+    given = {"truncation": truncation, "second_order": problem.second_order} | options
+    unknown = sorted(set(options) - {f.name for f in entry.option_fields()})
+    if unknown:
+        raise ValueError(f"options for {name!r} must be among its options, got {unknown}")
+    opts = entry.make_options(given)
+    if "objective" in {f.name for f in entry.option_fields()}:
+        opts = dataclasses.replace(opts, objective=_objective(problem))
+    run = RunSpec(num_tasks=problem.num_tasks, horizon=horizon)
+    return entry.build(problem.learner, problem.family, run, opts)
 
 
 def _run_once(fn, *args):

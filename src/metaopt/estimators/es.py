@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from metaopt.core import checks
+from metaopt.core.registry import Entry
 from metaopt.core.types import Estimator, MetaLearner, TaskFamily, with_data
 from metaopt.estimators.antithetic import init_particles, particle_keys, run_pairs
 from metaopt.estimators.common import (
@@ -28,6 +29,7 @@ from metaopt.estimators.common import (
     weighted_mean,
 )
 from metaopt.estimators.objectives import Objective
+from metaopt.estimators.options import PerturbedOptions, RunSpec, perturbed_kwargs
 from metaopt.estimators.schedules import HorizonSchedule
 from metaopt.estimators.truncation import weighted_sum
 
@@ -120,3 +122,18 @@ def es(
         )
 
     return build(family)
+
+
+def _build(
+    learner: MetaLearner, family: TaskFamily, run: RunSpec, o: PerturbedOptions
+) -> Estimator:
+    return es(learner, family, **perturbed_kwargs(run, o))
+
+
+ENTRY = Entry(
+    "es",
+    _build,
+    PerturbedOptions,
+    "antithetic truncated evolution strategies from a shared start",
+    frozenset({"truncated", "perturbed", "diagnosable"}),
+)

@@ -9,13 +9,17 @@ nets with sublinear memory cost", arXiv 1604.06174). This is also MAML's estimat
 when θ is an initialization (Finn et al. 2017).
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
 from metaopt.core import checks
+from metaopt.core.registry import Entry, option
 from metaopt.core.types import Estimator, MetaLearner, TaskFamily, with_data
 from metaopt.estimators.common import check_problem
 from metaopt.estimators.objectives import Objective
+from metaopt.estimators.options import REMAT, RunSpec, objective_of, objective_option
 from metaopt.estimators.truncation import (
     REMAT_POLICIES,
     advance,
@@ -110,7 +114,7 @@ def full_bptt(
             return grad, count + 1, {"meta_loss": value, "loss": loss}
 
         return Estimator(
-            name="full",
+            name="full_bptt",
             config=config,
             init=init,
             estimate=estimate,
@@ -121,3 +125,33 @@ def full_bptt(
         )
 
     return build(family)
+
+
+@dataclasses.dataclass(frozen=True)
+class FullBPTTOptions:
+    """Full-horizon backprop's options (see :func:`full_bptt`)."""
+
+    objective: str = objective_option()
+    remat: str = option("nested", "rematerialization of the unroll", choices=REMAT)
+    second_order: bool = option(False, "keep second derivatives of the inner loss")
+
+
+def _build(learner: MetaLearner, family: TaskFamily, run: RunSpec, o: FullBPTTOptions) -> Estimator:
+    return full_bptt(
+        learner,
+        family,
+        num_tasks=run.num_tasks,
+        horizon=run.horizon,
+        objective=objective_of(o),
+        second_order=o.second_order,
+        remat=o.remat,
+    )
+
+
+ENTRY = Entry(
+    "full_bptt",
+    _build,
+    FullBPTTOptions,
+    "backprop through every task's whole horizon, one meta-step per horizon",
+    frozenset({"whole_horizon", "differentiates", "diagnosable"}),
+)

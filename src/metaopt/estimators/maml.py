@@ -10,9 +10,13 @@ final objective; its remat policies bound second-order memory as the inner steps
 With a :func:`~metaopt.meta_sgd` learner this is Meta-SGD's estimator (Li et al. 2017).
 """
 
+import dataclasses
+
+from metaopt.core.registry import Entry, option
 from metaopt.core.types import Estimator, MetaLearner, TaskFamily
 from metaopt.estimators.full_bptt import full_bptt
 from metaopt.estimators.objectives import Objective, held_out
+from metaopt.estimators.options import REMAT, RunSpec
 
 
 def _named(estimator: Estimator, name: str, **extra) -> Estimator:
@@ -98,3 +102,36 @@ def fomaml(
         objective=objective,
         remat=remat,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class MAMLOptions:
+    """MAML's options (see :func:`maml`); the inner steps are the run's horizon."""
+
+    remat: str = option("nested", "rematerialization of the inner steps", choices=REMAT)
+
+
+def _build(learner: MetaLearner, family: TaskFamily, run: RunSpec, o: MAMLOptions) -> Estimator:
+    return maml(learner, family, num_tasks=run.num_tasks, inner_steps=run.horizon, remat=o.remat)
+
+
+def _build_first_order(
+    learner: MetaLearner, family: TaskFamily, run: RunSpec, o: MAMLOptions
+) -> Estimator:
+    return fomaml(learner, family, num_tasks=run.num_tasks, inner_steps=run.horizon, remat=o.remat)
+
+
+ENTRY = Entry(
+    "maml",
+    _build,
+    MAMLOptions,
+    "backprop through the inner steps to the query loss (Finn et al. 2017)",
+    frozenset({"whole_horizon", "query", "differentiates"}),
+)
+FIRST_ORDER_ENTRY = Entry(
+    "fomaml",
+    _build_first_order,
+    MAMLOptions,
+    "MAML without the inner steps' second derivatives",
+    frozenset({"whole_horizon", "query", "differentiates"}),
+)

@@ -89,6 +89,16 @@ def custom(name: str, measure: Measure, *, final_only: bool = False) -> Objectiv
     return Objective(name, measure, final_only)
 
 
+_BY_NAME = {
+    "mean": trajectory_mean,
+    "final": final_loss,
+    "eval_mean": held_out,
+    "eval_final": lambda: held_out(final_only=True),
+}
+# The objectives a run configuration names.
+OBJECTIVE_NAMES = tuple(_BY_NAME)
+
+
 def objective_by_name(name: str) -> Objective:
     """``"mean"``, ``"final"``, ``"eval_mean"`` or ``"eval_final"``.
 
@@ -96,15 +106,9 @@ def objective_by_name(name: str) -> Objective:
       >>> objective_by_name("final").final_only
       True
     """
-    table = {
-        "mean": trajectory_mean,
-        "final": final_loss,
-        "eval_mean": held_out,
-        "eval_final": lambda: held_out(final_only=True),
-    }
-    if name not in table:
-        raise ValueError(f"objective must be one of {list(table)}, got {name!r}")
-    return table[name]()
+    if name not in _BY_NAME:
+        raise ValueError(f"objective must be one of {list(_BY_NAME)}, got {name!r}")
+    return _BY_NAME[name]()
 
 
 def coefficients(

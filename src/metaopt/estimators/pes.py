@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from metaopt.core import checks
+from metaopt.core.registry import Entry
 from metaopt.core.types import Estimator, MetaLearner, TaskFamily, Theta, with_data
 from metaopt.estimators.antithetic import init_particles, particle_keys, run_pairs
 from metaopt.estimators.common import (
@@ -32,6 +33,7 @@ from metaopt.estimators.common import (
     weighted_mean,
 )
 from metaopt.estimators.objectives import Objective
+from metaopt.estimators.options import PerturbedOptions, RunSpec, perturbed_kwargs
 from metaopt.estimators.schedules import HorizonSchedule
 from metaopt.estimators.truncation import TaskState, Trace, weighted_sum
 
@@ -169,3 +171,18 @@ def pes(
         )
 
     return build(family)
+
+
+def _build(
+    learner: MetaLearner, family: TaskFamily, run: RunSpec, o: PerturbedOptions
+) -> Estimator:
+    return pes(learner, family, **perturbed_kwargs(run, o))
+
+
+ENTRY = Entry(
+    "pes",
+    _build,
+    PerturbedOptions,
+    "persistent evolution strategies, unbiased across truncations (Vicol et al. 2021)",
+    frozenset({"truncated", "perturbed", "diagnosable"}),
+)

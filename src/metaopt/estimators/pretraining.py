@@ -10,7 +10,9 @@ import jax
 import jax.numpy as jnp
 
 from metaopt.core import checks
+from metaopt.core.registry import Entry
 from metaopt.core.types import Estimator, MetaLearner, TaskFamily, with_data
+from metaopt.estimators.options import RunSpec
 
 
 def pretraining(learner: MetaLearner, family: TaskFamily, *, num_tasks: int) -> Estimator:
@@ -71,3 +73,17 @@ def pretraining(learner: MetaLearner, family: TaskFamily, *, num_tasks: int) -> 
         )
 
     return build(family)
+
+
+def _build(learner: MetaLearner, family: TaskFamily, run: RunSpec, options: None) -> Estimator:
+    del options
+    return pretraining(learner, family, num_tasks=run.num_tasks)
+
+
+ENTRY = Entry(
+    "pretraining",
+    _build,
+    None,
+    "joint multi-task training of the initialization: the baseline for learned initializations",
+    frozenset({"whole_horizon", "initialization"}),
+)

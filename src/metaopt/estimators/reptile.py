@@ -11,9 +11,11 @@ import jax
 import jax.numpy as jnp
 
 from metaopt.core import checks
+from metaopt.core.registry import Entry
 from metaopt.core.types import Estimator, MetaLearner, Params, TaskFamily, Theta, with_data
 from metaopt.estimators.common import check_problem
 from metaopt.estimators.objectives import Objective, final_loss, held_out
+from metaopt.estimators.options import RunSpec
 from metaopt.estimators.truncation import advance, init_tasks, weighted_sum
 
 
@@ -107,3 +109,17 @@ def reptile(
         )
 
     return build(family)
+
+
+def _build(learner: MetaLearner, family: TaskFamily, run: RunSpec, options: None) -> Estimator:
+    del options
+    return reptile(learner, family, num_tasks=run.num_tasks, inner_steps=run.horizon)
+
+
+ENTRY = Entry(
+    "reptile",
+    _build,
+    None,
+    "no derivative: moves the initialization toward the adapted params (Nichol et al. 2018)",
+    frozenset({"whole_horizon", "initialization"}),
+)

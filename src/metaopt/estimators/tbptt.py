@@ -12,13 +12,17 @@ that state, which biases it toward short-horizon behaviour (Wu et al. 2018; Vico
 al. 2021).
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
 from metaopt.core import checks
+from metaopt.core.registry import Entry, option
 from metaopt.core.types import Estimator, MetaLearner, TaskFamily, with_data
 from metaopt.estimators.common import check_problem, truncated_config
 from metaopt.estimators.objectives import Objective
+from metaopt.estimators.options import REMAT, RunSpec, TruncatedOptions, truncated_kwargs
 from metaopt.estimators.schedules import HorizonSchedule
 from metaopt.estimators.truncation import REMAT_POLICIES, init_tasks, run_truncation, weighted_sum
 
@@ -119,3 +123,30 @@ def tbptt(
         )
 
     return build(family)
+
+
+@dataclasses.dataclass(frozen=True)
+class TBPTTOptions(TruncatedOptions):
+    """Truncated backprop's options (see :func:`tbptt`)."""
+
+    remat: str = option("step", "rematerialization of the unroll", choices=REMAT)
+    second_order: bool = option(False, "keep second derivatives of the inner loss")
+
+
+def _build(learner: MetaLearner, family: TaskFamily, run: RunSpec, o: TBPTTOptions) -> Estimator:
+    return tbptt(
+        learner,
+        family,
+        second_order=o.second_order,
+        remat=o.remat,
+        **truncated_kwargs(run, o),
+    )
+
+
+ENTRY = Entry(
+    "tbptt",
+    _build,
+    TBPTTOptions,
+    "truncated backprop through each truncation (Andrychowicz et al. 2016)",
+    frozenset({"truncated", "differentiates", "diagnosable"}),
+)

@@ -15,27 +15,13 @@ from flax import serialization
 
 from metaopt.core.files import atomic_write, frame, unframe
 from metaopt.core.types import LearnedOptimizer, Theta
-from metaopt.optimizers.lstm import lstm_optimizer
-from metaopt.optimizers.mlp import mlp_optimizer
-from metaopt.optimizers.split import conv_and_rest_optimizer
-from metaopt.optimizers.versatile import versatile_optimizer
+from metaopt.optimizers.registry import OPTIMIZERS, build_optimizer
 
 MAGIC = b"METAOPT\x00"
 VERSION = 1
 
-
-def _conv_and_rest(conv: dict[str, Any], rest: dict[str, Any]) -> LearnedOptimizer:
-    return conv_and_rest_optimizer(
-        build(conv["name"], dict(conv["config"])), build(rest["name"], dict(rest["config"]))
-    )
-
-
-ARCHITECTURES = {
-    "lstm": lstm_optimizer,
-    "mlp": mlp_optimizer,
-    "versatile": versatile_optimizer,
-    "conv_and_rest": _conv_and_rest,
-}
+# The architectures a file may name: every registered learned optimizer.
+ARCHITECTURES = OPTIMIZERS
 
 
 class OptimizerFileError(ValueError):
@@ -49,11 +35,7 @@ def build(name: str, config: dict[str, Any]) -> LearnedOptimizer:
       >>> build("lstm", {"hidden_size": 8}).config["hidden_size"]
       8
     """
-    if name not in ARCHITECTURES:
-        raise ValueError(
-            f"unknown learned optimizer {name!r}; expected one of {sorted(ARCHITECTURES)}"
-        )
-    return ARCHITECTURES[name](**config)
+    return build_optimizer(name, config)
 
 
 def save(path: str | os.PathLike, lopt: LearnedOptimizer, theta: Theta) -> Path:
@@ -61,6 +43,7 @@ def save(path: str | os.PathLike, lopt: LearnedOptimizer, theta: Theta) -> Path:
 
     Example:
       >>> import jax, os, tempfile
+      >>> from metaopt.optimizers.lstm import lstm_optimizer
       >>> lopt = lstm_optimizer()
       >>> path = os.path.join(tempfile.mkdtemp(), "opt.mopt")
       >>> _ = save(path, lopt, lopt.init(jax.random.key(0)))

@@ -7,11 +7,14 @@ default. Which meta-gradient trains θ is the estimator's choice
 (:func:`~metaopt.maml`, :func:`~metaopt.fomaml`, :func:`~metaopt.reptile`).
 """
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
 import optax
 
+from metaopt.core import checks
+from metaopt.core.registry import Entry, option
 from metaopt.core.types import MetaLearner, Params, TaskConfig, TaskFamily, Theta
 
 Init = Callable[[jax.Array], Params]
@@ -83,3 +86,26 @@ def learned_initialization(
         init_params=init_params,
         tx=lambda theta: tx,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class InnerSGDOptions:
+    """A learned initialization's inner rule on the command line: SGD at ``inner_lr``."""
+
+    inner_lr: float = option(
+        0.01, "inner SGD rate (metasgd: its initial value)", check=checks.positive_float
+    )
+
+
+def _build(lopt, family: TaskFamily, options: InnerSGDOptions) -> MetaLearner:
+    del lopt
+    return learned_initialization(family, optax.sgd(options.inner_lr))
+
+
+ENTRY = Entry(
+    "learned_init",
+    _build,
+    InnerSGDOptions,
+    "θ is the initialization; inner SGD at inner_lr (MAML, Reptile)",
+    frozenset({"initialization"}),
+)

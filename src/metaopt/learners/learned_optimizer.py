@@ -7,6 +7,7 @@ metaopt: ``tx(θ)`` is :func:`~metaopt.as_optax` of the optimizer with weights �
 import jax
 
 from metaopt.core.optax_adapter import as_optax
+from metaopt.core.registry import Entry
 from metaopt.core.types import LearnedOptimizer, MetaLearner, Params, TaskConfig, TaskFamily, Theta
 
 
@@ -45,3 +46,17 @@ def learned_optimizer(lopt: LearnedOptimizer) -> MetaLearner:
         init_params=init_params,
         tx=lambda theta: as_optax(lopt, theta),
     )
+
+
+def _build(lopt: LearnedOptimizer, family: TaskFamily, options: None) -> MetaLearner:
+    del family, options
+    return learned_optimizer(lopt)
+
+
+ENTRY = Entry(
+    "learned_optimizer",
+    _build,
+    None,
+    "θ is the learned optimizer's weights",
+    frozenset({"optimizer"}),
+)

@@ -11,9 +11,15 @@ import jax.numpy as jnp
 import optax
 
 from metaopt.core import checks
+from metaopt.core.registry import Entry
 from metaopt.core.types import MetaLearner, Params, TaskConfig, TaskFamily, Theta
 from metaopt.learners.combine import combine
-from metaopt.learners.initialization import Init, initializer, learned_initialization
+from metaopt.learners.initialization import (
+    Init,
+    InnerSGDOptions,
+    initializer,
+    learned_initialization,
+)
 
 
 def scaled_sgd(rates: Params) -> optax.GradientTransformation:
@@ -84,3 +90,17 @@ def meta_sgd(init: "Init | TaskFamily", learning_rate: float = 0.01) -> MetaLear
     """
     learner = combine(learned_initialization(init), per_parameter_sgd(init, learning_rate))
     return learner._replace(name="meta_sgd")
+
+
+def _build(lopt, family: TaskFamily, options: InnerSGDOptions) -> MetaLearner:
+    del lopt
+    return meta_sgd(family, options.inner_lr)
+
+
+ENTRY = Entry(
+    "metasgd",
+    _build,
+    InnerSGDOptions,
+    "θ is the initialization and a learning rate per parameter (Li et al. 2017)",
+    frozenset({"initialization"}),
+)

@@ -6,12 +6,14 @@ coordinate's update. One set of weights is shared by every coordinate of every
 parameter tensor; each coordinate carries its own hidden and cell state.
 """
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from metaopt.core import checks
+from metaopt.core.registry import Entry, option
 from metaopt.core.types import LearnedOptimizer, Params, PyTree, Theta
 from metaopt.optimizers.preprocess import log_and_sign
 
@@ -288,3 +290,24 @@ def lstm_optimizer(
     return LearnedOptimizer(
         name="lstm", config=config, init=init, init_state=init_state, update=update
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMOptions:
+    """The LSTM optimizer's command-line options (see :func:`lstm_optimizer`)."""
+
+    log_and_sign_p: float | None = option(
+        None,
+        "LogAndSign preprocessing with this p; none if unset",
+        check=checks.positive_float,
+        optional=True,
+    )
+    output_scale: float = option(0.1, "scale of the proposed update", check=checks.positive_float)
+
+
+ENTRY = Entry(
+    "lstm",
+    lstm_optimizer,
+    LSTMOptions,
+    "the coordinate-wise LSTM of Andrychowicz et al. 2016",
+)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from metaopt.core import checks
+from metaopt.core.registry import Entry
 from metaopt.core.types import LearnedOptimizer, Params, PyTree, Theta
 from metaopt.optimizers.leafwise import accumulate, map_leaves, zero_moments
 
@@ -146,3 +147,6 @@ def mlp_optimizer(
     return LearnedOptimizer(
         name="mlp", config=config, init=init, init_state=init_state, update=update
     )
+
+
+ENTRY = Entry("mlp", mlp_optimizer, None, "a per-parameter MLP after Metz et al. 2022")

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from metaopt.core import checks
+from metaopt.core.registry import Entry
 from metaopt.core.types import LearnedOptimizer, Params, PyTree, Theta
 from metaopt.optimizers.leafwise import accumulate, map_leaves, zero_moments
 
@@ -223,3 +224,11 @@ def versatile_optimizer(hidden_size: int = 16, init_lr: float = 1e-3) -> Learned
     return LearnedOptimizer(
         name="versatile", config=config, init=init, init_state=init_state, update=update
     )
+
+
+ENTRY = Entry(
+    "versatile",
+    versatile_optimizer,
+    None,
+    "Adam's direction at per-tensor hypergradient rates, corrected by a per-parameter MLP",
+)

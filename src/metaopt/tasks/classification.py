@@ -14,8 +14,9 @@ import jax.numpy as jnp
 import optax
 
 from metaopt.core import checks
+from metaopt.core.registry import Entry
 from metaopt.core.types import PyTree, TaskFamily
-from metaopt.tasks.datasets import Dataset
+from metaopt.tasks.datasets import Dataset, digits
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "sigmoid": jax.nn.sigmoid,
@@ -205,3 +206,15 @@ def mixed_mlp_classifier_family(
         return TaskFamily(name=name, sample=sample, init=init, loss=loss, data=data, bind=bind)
 
     return bind((jnp.asarray(x.reshape(len(x), -1)), jnp.asarray(y)))
+
+
+def _build(split: str) -> TaskFamily:
+    return mlp_classifier_family(digits(), split=split)
+
+
+ENTRY = Entry(
+    "mlp_digits",
+    _build,
+    None,
+    "MLP(20, sigmoid) classifiers on the 8×8 digits; validation on their validation split",
+)

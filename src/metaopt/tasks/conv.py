@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import optax
 
 from metaopt.core import checks
+from metaopt.core.registry import Entry
 from metaopt.core.types import PyTree, TaskFamily
-from metaopt.tasks.datasets import Dataset
+from metaopt.tasks.datasets import Dataset, digits
 
 BATCH_NORM_EPS = 1e-5
 
@@ -141,3 +142,10 @@ def conv_classifier_family(
         return TaskFamily(name=name, sample=sample, init=init, loss=loss, data=data, bind=bind)
 
     return bind((jnp.asarray(x, jnp.float32), jnp.asarray(y)))
+
+
+def _build(split: str) -> TaskFamily:
+    return conv_classifier_family(digits(), split=split)
+
+
+ENTRY = Entry("conv_digits", _build, None, "the paper's conv net (batch norm) on the digits")

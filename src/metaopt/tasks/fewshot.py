@@ -18,8 +18,9 @@ import numpy as np
 import optax
 
 from metaopt.core import checks
+from metaopt.core.registry import Entry
 from metaopt.core.types import PyTree, TaskFamily
-from metaopt.tasks.datasets import SPLITS, Dataset
+from metaopt.tasks.datasets import SPLITS, Dataset, digits
 from metaopt.tasks.regression import init_mlp, mlp_forward
 
 
@@ -187,3 +188,20 @@ def query_accuracy(episode: Episode, params: list[dict]) -> jax.Array:
     """
     logits = mlp_forward(params, episode.x_query)
     return jnp.mean(jnp.argmax(logits, axis=-1) == episode.y_query)
+
+
+def _build(split: str) -> TaskFamily:
+    # 5-way 1-shot; meta-training sees digits 0-4 (and their rotations), validation and
+    # evaluation the unseen digits 5-9.
+    if split == "train":
+        return fewshot_family(digits(), classes=range(5), rotations=4)
+    return fewshot_family(digits(), classes=range(5, 10))
+
+
+ENTRY = Entry(
+    "fewshot_digits",
+    _build,
+    None,
+    "5-way 1-shot episodes of the digits: train on 0-4, evaluate on 5-9",
+    frozenset({"query"}),
+)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from metaopt.core.checks import positive_float, positive_int
+from metaopt.core.registry import Entry
 from metaopt.core.types import TaskFamily
 
 
@@ -53,3 +54,13 @@ def quadratic_family(dim: int = 10, init_scale: float = 0.01) -> TaskFamily:
         return jnp.sum(residual**2)
 
     return TaskFamily(name="quadratic", sample=sample, init=init, loss=loss)
+
+
+def _build(split: str) -> TaskFamily:
+    del split  # every quadratic is fresh
+    return quadratic_family()
+
+
+ENTRY = Entry(
+    "quadratic", _build, None, "random 10-d quadratics ‖Wθ − y‖² (Andrychowicz et al. 2016)"
+)

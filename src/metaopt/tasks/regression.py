@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from metaopt.core import checks
+from metaopt.core.registry import Entry
 from metaopt.core.types import TaskFamily
 
 
@@ -101,3 +102,11 @@ def mlp_regression_family(
         return jnp.mean((mlp_forward(params, x) - y) ** 2)
 
     return TaskFamily(name="mlp_regression", sample=sample, init=init, loss=loss)
+
+
+def _build(split: str) -> TaskFamily:
+    del split  # every teacher is fresh
+    return mlp_regression_family()
+
+
+ENTRY = Entry("mlp_regression", _build, None, "student-teacher MLP regressions")

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from metaopt.core import checks
+from metaopt.core.registry import Entry
 from metaopt.core.types import TaskFamily
 from metaopt.tasks.regression import init_mlp, mlp_forward
 
@@ -119,3 +120,17 @@ def sinusoid_family(
 
     name = f"sinusoid_{shots}shot"
     return TaskFamily(name=name, sample=sample, init=init, loss=loss, eval_loss=eval_loss)
+
+
+def _build(split: str) -> TaskFamily:
+    del split  # every sine is fresh
+    return sinusoid_family()
+
+
+ENTRY = Entry(
+    "sinusoid",
+    _build,
+    None,
+    "10-shot sine regression (Finn et al. 2017); query set in eval_loss",
+    frozenset({"query"}),
+)

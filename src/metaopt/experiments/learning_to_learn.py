@@ -16,8 +16,6 @@ from typing import Any
 import jax
 import optax
 
-from metaopt.cli.plots import read_metrics
-from metaopt.cli.run import MetaTrainRun, RunStopped, checkpointed_meta_train
 from metaopt.core import checks
 from metaopt.core.files import prepare_dir, write_json
 from metaopt.core.optax_adapter import as_optax
@@ -31,6 +29,8 @@ from metaopt.optimizers.lstm import lstm_optimizer
 from metaopt.tasks import datasets
 from metaopt.tasks.quadratic import quadratic_family
 from metaopt.train.loop import MetaTrainingDiverged, run_keys
+from metaopt.train.plots import read_metrics
+from metaopt.train.run import MetaTrainRun, RunStopped, checkpointed_meta_train
 
 
 def _record(
@@ -127,7 +127,7 @@ def quadratic_demo(
     Training, baseline tuning and evaluation use three disjoint keys split from
     ``seed``, so the held-out quadratics are never seen before evaluation.
     Meta-training checkpoints into ``out/checkpoints`` and logs ``out/metrics.jsonl``;
-    SIGINT or SIGTERM stops it with a checkpoint (:class:`~metaopt.cli.run.RunStopped`),
+    SIGINT or SIGTERM stops it with a checkpoint (:class:`~metaopt.train.run.RunStopped`),
     and ``resume=True`` continues it.
 
     Returns:

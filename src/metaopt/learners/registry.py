@@ -1,0 +1,41 @@
+"""Every meta-learner metaopt knows by name: what θ is in a run.
+
+Each learner declares its :class:`~metaopt.core.registry.Entry` in its own module;
+``entry.build(lopt, family, options) -> MetaLearner`` takes the run's learned optimizer
+(used by learners with the ``optimizer`` trait), its task family and the entry's
+options. Traits: ``optimizer`` (θ holds a learned optimizer's weights),
+``initialization`` (θ holds the inner run's initialization; Reptile needs one).
+
+Example:
+  >>> LEARNERS.names("initialization")
+  ('learned_init', 'metasgd', 'learned_init+optimizer')
+"""
+
+from metaopt.core.registry import Entry, Registry
+from metaopt.core.types import LearnedOptimizer, MetaLearner, TaskFamily
+from metaopt.learners import initialization, learned_optimizer, learning_rates
+from metaopt.learners.combine import combine
+
+
+def _init_and_optimizer(lopt: LearnedOptimizer, family: TaskFamily, options: None) -> MetaLearner:
+    del options
+    return combine(
+        initialization.learned_initialization(family), learned_optimizer.learned_optimizer(lopt)
+    )
+
+
+LEARNERS = Registry(
+    "learner",
+    [
+        learned_optimizer.ENTRY,
+        initialization.ENTRY,
+        learning_rates.ENTRY,
+        Entry(
+            "learned_init+optimizer",
+            _init_and_optimizer,
+            None,
+            "θ is an initialization and a learned optimizer's weights, jointly",
+            frozenset({"initialization", "optimizer"}),
+        ),
+    ],
+)

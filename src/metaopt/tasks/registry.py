@@ -1,0 +1,29 @@
+"""Every task family metaopt knows by name (``metaopt train --task NAME``).
+
+Each family declares its :class:`~metaopt.core.registry.Entry` in its own module;
+``entry.build(split) -> TaskFamily`` with ``split`` one of ``"train"`` (meta-training),
+``"val"`` (validation, tuning) and ``"test"`` (evaluation); families without a fixed
+dataset draw fresh tasks for every split. Trait: ``query`` (the family has a query set
+in ``eval_loss``, as MAML needs).
+
+Example:
+  >>> TASKS["quadratic"].build("train").name
+  'quadratic'
+  >>> TASKS.names("query")
+  ('sinusoid', 'fewshot_digits')
+"""
+
+from metaopt.core.registry import Registry
+from metaopt.tasks import classification, conv, fewshot, quadratic, regression, sinusoid
+
+TASKS = Registry(
+    "task",
+    [
+        quadratic.ENTRY,
+        regression.ENTRY,
+        classification.ENTRY,
+        conv.ENTRY,
+        sinusoid.ENTRY,
+        fewshot.ENTRY,
+    ],
+)
