@@ -31,6 +31,7 @@ import optax
 
 import metaopt as mo
 from common import write
+from metaopt.core.unroll import init_inner
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 # Absolute figures from the engine's specification. 85k was one reading of the code
@@ -153,7 +154,7 @@ def adam_bench(tasks: int, steps: int = 20) -> Bench:
     adam = optax.adam(1e-2)
     keys = jax.random.split(jax.random.key(1), tasks)
     cfgs = jax.vmap(family.sample)(keys)
-    inner = jax.vmap(lambda c, k: mo.init_inner(family, adam, c, k))(cfgs, keys)
+    inner = jax.vmap(lambda c, k: init_inner(family, adam, c, k))(cfgs, keys)
 
     def unroll(inner, key):
         keys = jax.random.split(key, tasks)

@@ -21,6 +21,7 @@ import optax
 import metaopt as mo
 from common import write
 from estimator_throughput import Bench, run_rounds
+from metaopt.core.unroll import init_inner
 from metaopt.estimators.objectives import trajectory_mean
 from metaopt.estimators.schedules import constant_schedule
 from metaopt.estimators.truncation import REMAT_POLICIES, run_truncation
@@ -70,7 +71,7 @@ def main() -> None:
     forward = Bench("lstm forward", jax.jit(lstm_forward), (theta, tasks), steps, {})
 
     adam = optax.adam(0.1)
-    adam_inner = jax.vmap(lambda c, k: mo.init_inner(family, adam, c, k))(
+    adam_inner = jax.vmap(lambda c, k: init_inner(family, adam, c, k))(
         tasks.cfg, jax.random.split(jax.random.key(2), args.tasks)
     )
 

@@ -24,6 +24,7 @@ import metaopt as mo
 from common import cpu_usage, write
 from estimator_throughput import Bench, run_rounds
 from metaopt.core.types import with_data
+from metaopt.core.unroll import InnerState
 from metaopt.tasks.classification import mlp_classifier_family
 from metaopt.tasks.datasets import from_arrays
 
@@ -84,7 +85,7 @@ def main() -> None:
         {},
     )
     adam = optax.adam(1e-3)
-    adam_inner = mo.InnerState(
+    adam_inner = InnerState(
         tasks.inner.params, jax.vmap(adam.init)(tasks.inner.params), tasks.inner.step
     )
     adam_fn = forward_unroll(lambda _: adam)

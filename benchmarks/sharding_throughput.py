@@ -36,7 +36,7 @@ def child(devices: int | None, estimator: str, args: argparse.Namespace) -> dict
     import optax
 
     import metaopt as mo
-    from metaopt.core.sharding import task_mesh
+    from metaopt.core.sharding import replicate, task_mesh
     from metaopt.train.loop import compile_meta_step, init_meta_train_state, run_keys
 
     family = mo.quadratic_family(dim=10)
@@ -55,7 +55,7 @@ def child(devices: int | None, estimator: str, args: argparse.Namespace) -> dict
     k_train = run_keys(key)[2]
     keys = [jax.random.fold_in(k_train, i) for i in range(args.calls)]
     if mesh is not None:
-        keys = [mo.replicate(k, mesh) for k in keys]
+        keys = [replicate(k, mesh) for k in keys]
     arrays = (state.theta, state.meta_state, state.estimator_state)
 
     def run(arrays, n):

@@ -103,7 +103,9 @@ def test_evaluation_and_meta_training_on_a_dataset_family(dataset):
         est,
         jax.random.key(1),
         num_steps=4,
-        validate=mo.validation_loss(learner, val, jax.random.key(2), num_tasks=2, num_steps=10),
+        validate=mo.evaluation.validation_loss(
+            learner, val, jax.random.key(2), num_tasks=2, num_steps=10
+        ),
         validate_every=2,
         progress=False,
     )

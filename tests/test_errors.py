@@ -7,6 +7,7 @@ import optax
 import pytest
 
 import metaopt as mo
+from metaopt.core.unroll import init_inner
 
 
 @pytest.fixture
@@ -61,10 +62,10 @@ def test_structure_error_is_raised_under_jit_too(lstm):
         (mo.quadratic_family, {"dim": 0}, "dim"),
         (mo.quadratic_family, {"dim": -3}, "dim"),
         (mo.quadratic_family, {"init_scale": float("nan")}, "init_scale"),
-        (mo.constant_schedule, {"horizon": 0}, "horizon"),
-        (mo.log_uniform_schedule, {"min_horizon": 0, "max_horizon": 5}, "min_horizon"),
-        (mo.log_uniform_schedule, {"min_horizon": 10, "max_horizon": 5}, "min_horizon"),
-        (mo.log_grid, {"low": 0.0, "high": 1.0, "num": 3}, "low"),
+        (mo.estimators.constant_schedule, {"horizon": 0}, "horizon"),
+        (mo.estimators.log_uniform_schedule, {"min_horizon": 0, "max_horizon": 5}, "min_horizon"),
+        (mo.estimators.log_uniform_schedule, {"min_horizon": 10, "max_horizon": 5}, "min_horizon"),
+        (mo.evaluation.log_grid, {"low": 0.0, "high": 1.0, "num": 3}, "low"),
     ],
 )
 def test_nonpositive_sizes_are_rejected(factory, kwargs, name):
@@ -86,7 +87,7 @@ def test_non_integer_size_is_a_type_error():
         ({"truncation": 0}, "truncation"),
         ({"horizon": -10}, "horizon"),
         ({"horizon": 10, "truncation": 20}, "truncation"),
-        ({"objective": mo.trajectory_mean(jnp.ones(3))}, "weights"),
+        ({"objective": mo.estimators.trajectory_mean(jnp.ones(3))}, "weights"),
     ],
 )
 def test_estimators_reject_bad_sizes(lstm, kwargs, name):
@@ -120,9 +121,9 @@ def test_evaluation_rejects_bad_sizes_and_grids():
     with pytest.raises(ValueError, match="num_steps"):
         mo.evaluate(optax.sgd(0.1), fam, jax.random.key(0), num_steps=-1)
     with pytest.raises(ValueError, match="learning_rates"):
-        mo.tune_learning_rate(optax.sgd, fam, jax.random.key(0), [])
+        mo.evaluation.tune_learning_rate(optax.sgd, fam, jax.random.key(0), [])
     with pytest.raises(ValueError, match="learning_rates"):
-        mo.tune_learning_rate(optax.sgd, fam, jax.random.key(0), [0.1, -1.0])
+        mo.evaluation.tune_learning_rate(optax.sgd, fam, jax.random.key(0), [0.1, -1.0])
 
 
 def test_a_horizon_that_is_not_a_multiple_of_the_truncation_replaces_tasks_mid_truncation(lstm):
@@ -160,7 +161,7 @@ def test_evolution_strategies_reject_bad_settings(factory, kwargs, error, name):
 
 def test_a_truncation_longer_than_the_shortest_horizon_of_the_schedule_is_rejected():
     learner, family = small_estimator_args()
-    schedule = mo.log_uniform_schedule(10, 1000)
+    schedule = mo.estimators.log_uniform_schedule(10, 1000)
     for factory in (mo.tbptt, mo.es, mo.pes):
         with pytest.raises(ValueError, match=r"truncation \(20\).*shortest horizon \(10\)"):
             factory(learner, family, num_tasks=2, truncation=20, horizon=schedule)
@@ -187,12 +188,12 @@ def test_a_lopt_where_a_learner_belongs_is_named():
 def test_a_held_out_objective_needs_eval_loss():
     learner, family = small_estimator_args()
     with pytest.raises(ValueError, match="eval_loss"):
-        mo.pes(learner, family, num_tasks=2, truncation=5, objective=mo.held_out())
+        mo.pes(learner, family, num_tasks=2, truncation=5, objective=mo.estimators.held_out())
 
 
 def test_negative_num_steps_is_rejected_before_tracing():
     fam = mo.quadratic_family(dim=2)
-    state = mo.init_inner(fam, optax.sgd(0.1), fam.sample(jax.random.key(0)), jax.random.key(1))
+    state = init_inner(fam, optax.sgd(0.1), fam.sample(jax.random.key(0)), jax.random.key(1))
     cfg = fam.sample(jax.random.key(0))
     with pytest.raises(ValueError, match="num_steps must be a non-negative integer, got -1"):
         mo.unroll(fam, optax.sgd(0.1), cfg, state, jax.random.key(2), num_steps=-1)

@@ -380,7 +380,7 @@ def test_full_bptt_remat_policies_agree_with_each_other_and_the_exact_gradient(s
     # The tasks full BPTT draws from its key (its first half, as full_bptt.py splits
     # it); its objective is the mean over the whole horizon, (1/H) Σ_{t=1..H} f(x_t):
     # one "truncation" of H steps.
-    schedule = mo.constant_schedule(HORIZON)
+    schedule = mo.estimators.constant_schedule(HORIZON)
 
     @jax.jit
     def exact(key):
@@ -570,7 +570,7 @@ def test_pes_restarts_its_accumulator_when_a_task_is_replaced():
 
 def test_log_uniform_schedule_draws_log_uniform_horizons_within_its_bounds():
     lo, hi, n = 10, 40, 4096
-    schedule = mo.log_uniform_schedule(lo, hi)
+    schedule = mo.estimators.log_uniform_schedule(lo, hi)
     h = np.asarray(jax.jit(jax.vmap(schedule.sample))(jax.random.split(jax.random.key(8), n)))
     assert h.min() >= lo and h.max() <= hi
     assert h.min() == lo and h.max() == hi  # both ends are drawn (p ≈ 0.07 and 0.02 each)
@@ -588,7 +588,7 @@ def test_desynchronized_tasks_are_replaced_at_their_own_horizons():
         FAMILY,
         num_tasks=num_tasks,
         truncation=truncation,
-        horizon=mo.log_uniform_schedule(lo, hi),
+        horizon=mo.estimators.log_uniform_schedule(lo, hi),
         desync=True,
     )
     state = jax.jit(est.init)(THETA, jax.random.key(9))
@@ -676,7 +676,9 @@ def test_perturbations_are_independent_gaussians_in_every_leaf():
 
 @pytest.mark.parametrize("remat", ["none", "step"])
 def test_unrolling_the_inner_loop_changes_nothing(remat):
-    tasks = init_tasks(LEARNER, FAMILY, mo.constant_schedule(HORIZON), THETA, jax.random.key(12), 1)
+    tasks = init_tasks(
+        LEARNER, FAMILY, mo.estimators.constant_schedule(HORIZON), THETA, jax.random.key(12), 1
+    )
     task = jax.tree.map(lambda x: x[0], tasks)
     fresh = task._replace(inner=task.inner._replace(params=task.inner.params + 1))
     task = task._replace(inner=task.inner._replace(step=jnp.asarray(HORIZON - 3, jnp.int32)))

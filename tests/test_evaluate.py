@@ -30,7 +30,9 @@ def test_tune_picks_the_grid_point_with_lowest_mean_final_loss():
     fam = mo.quadratic_family()
     key = jax.random.key(1)
     rates = [1e-3, 1e-2, 3e-2, 0.3]
-    result = mo.tune_learning_rate(optax.sgd, fam, key, rates, num_tasks=16, num_steps=20)
+    result = mo.evaluation.tune_learning_rate(
+        optax.sgd, fam, key, rates, num_tasks=16, num_steps=20
+    )
     direct = [
         mo.evaluate(optax.sgd(lr), fam, key, num_tasks=16, num_steps=20)[:, -1].mean()
         for lr in rates

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metaopt import log_and_sign, lstm_optimizer
+from metaopt import lstm_optimizer
+from metaopt.optimizers import log_and_sign
 
 
 def numpy_lstm_update(theta, grads, h, c, output_scale):

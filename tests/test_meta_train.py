@@ -25,7 +25,7 @@ def test_meta_training_beats_its_initialization_on_validation():
         jax.random.key(0),
         num_steps=120,
         meta_optimizer=optax.adam(3e-3),
-        validate=mo.validation_loss(
+        validate=mo.evaluation.validation_loss(
             est.learner, family, jax.random.key(1), num_tasks=32, num_steps=20
         ),
         validate_every=20,
@@ -98,7 +98,7 @@ def test_a_nan_loss_skips_and_counts_updates_and_training_goes_on():
         est,
         jax.random.key(0),
         num_steps=6,
-        validate=mo.validation_loss(
+        validate=mo.evaluation.validation_loss(
             est.learner, mo.quadratic_family(dim=3), jax.random.key(1), num_tasks=4, num_steps=10
         ),
         validate_every=2,

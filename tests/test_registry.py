@@ -173,3 +173,13 @@ def test_moved_modules_import_with_a_warning_naming_the_new_place():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         import metaopt.train.config  # noqa: F401  (the new path warns about nothing)
+
+
+def test_names_that_left_the_top_level_still_work_with_a_warning():
+    from metaopt.evaluation import log_grid
+
+    with pytest.warns(DeprecationWarning, match="metaopt.evaluation.log_grid"):
+        moved = mo.log_grid
+    assert moved is log_grid
+    with pytest.raises(AttributeError, match="no_such_name"):
+        mo.no_such_name  # noqa: B018

@@ -53,7 +53,7 @@ WORKER = textwrap.dedent(
     def one_step(est, mesh):
         state = init_meta_train_state(est, jax.random.key(0), meta_optimizer=opt, mesh=mesh)
         step = compile_meta_step(est, opt, state, mesh)
-        key = jax.random.key(1) if mesh is None else mo.replicate(jax.random.key(1), mesh)
+        key = jax.random.key(1) if mesh is None else replicate(jax.random.key(1), mesh)
         new, _ = step(est.data, state.theta, state.meta_state, state.estimator_state, key)
         leaves = jax.tree.leaves(new.estimator_state) if mesh is not None else []
         specs = [str(x.sharding.spec) for x in leaves if x.ndim]
@@ -114,11 +114,12 @@ WORKER = textwrap.dedent(
     theta = learner.init(jax.random.key(0))
     c1 = mo.evaluate(optax.adam(0.1), fam, jax.random.key(4), 8, 5)
     c4 = mo.evaluate(optax.adam(0.1), fam, jax.random.key(4), 8, 5, mesh=mesh4)
-    v1 = mo.validation_loss(learner, fam, jax.random.key(5), num_tasks=8, num_steps=5)(theta)
-    v4 = mo.validation_loss(learner, fam, jax.random.key(5), num_tasks=8, num_steps=5,
-                            mesh=mesh4)(theta)
-    r1 = mo.tune_learning_rate(optax.sgd, fam, jax.random.key(6), [1e-2, 1e-1], 8, 5)
-    r4 = mo.tune_learning_rate(optax.sgd, fam, jax.random.key(6), [1e-2, 1e-1], 8, 5,
+    validation_loss = mo.evaluation.validation_loss
+    v1 = validation_loss(learner, fam, jax.random.key(5), num_tasks=8, num_steps=5)(theta)
+    v4 = validation_loss(learner, fam, jax.random.key(5), num_tasks=8, num_steps=5,
+                         mesh=mesh4)(theta)
+    r1 = mo.evaluation.tune_learning_rate(optax.sgd, fam, jax.random.key(6), [1e-2, 1e-1], 8, 5)
+    r4 = mo.evaluation.tune_learning_rate(optax.sgd, fam, jax.random.key(6), [1e-2, 1e-1], 8, 5,
                                mesh=mesh4)
     out["evaluate_rel"] = rel(c4, c1)
     out["validation_rel"] = rel(np.array(v4), np.array(v1))

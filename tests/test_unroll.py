@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metaopt import as_optax, init_inner, lstm_optimizer, quadratic_family, unroll
+from metaopt import as_optax, lstm_optimizer, quadratic_family, unroll
+from metaopt.core.unroll import init_inner
 
 
 def python_loop(family, tx, cfg, params, opt_state, keys):

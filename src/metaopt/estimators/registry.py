@@ -11,7 +11,8 @@ every task's whole horizon), ``query`` (needs a family with a query set),
 ``diagnosable`` (an estimate of a family's objective over a horizon, which
 :mod:`metaopt.diagnostics` compares with the exact gradient).
 
-Adding an estimator: a module with its factory and ``ENTRY``, and one line below. A user
+Adding an estimator: a module with its factory and ``ENTRY``, and its import and one
+line below. A user
 may also ``ESTIMATORS.register(entry)`` at run time.
 
 Example:
@@ -22,19 +23,26 @@ Example:
 """
 
 from metaopt.core.registry import Registry
-from metaopt.estimators import es, full_bptt, maml, pes, pretraining, reptile, tbptt
+from metaopt.estimators.es import ENTRY as ES
+from metaopt.estimators.full_bptt import ENTRY as FULL_BPTT
+from metaopt.estimators.maml import ENTRY as MAML
+from metaopt.estimators.maml import FIRST_ORDER_ENTRY as FOMAML
+from metaopt.estimators.pes import ENTRY as PES
+from metaopt.estimators.pretraining import ENTRY as PRETRAINING
+from metaopt.estimators.reptile import ENTRY as REPTILE
+from metaopt.estimators.tbptt import ENTRY as TBPTT
 
 ESTIMATORS = Registry(
     "estimator",
     [
-        tbptt.ENTRY,
-        full_bptt.ENTRY,
-        es.ENTRY,
-        pes.ENTRY,
-        maml.ENTRY,
-        maml.FIRST_ORDER_ENTRY,
-        reptile.ENTRY,
-        pretraining.ENTRY,
+        TBPTT,
+        FULL_BPTT,
+        ES,
+        PES,
+        MAML,
+        FOMAML,
+        REPTILE,
+        PRETRAINING,
     ],
     aliases={"full": "full_bptt"},
 )

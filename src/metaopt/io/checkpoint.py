@@ -133,7 +133,7 @@ def save_checkpoint(
       >>> import metaopt as mo
       >>> est = mo.tbptt(mo.learned_optimizer(mo.lstm_optimizer()), mo.quadratic_family(),
       ...     num_tasks=2, truncation=5, horizon=10)
-      >>> state = mo.init_meta_train_state(est, jax.random.key(0))
+      >>> state = mo.train.init_meta_train_state(est, jax.random.key(0))
       >>> d = tempfile.mkdtemp()
       >>> save_checkpoint(d, state._replace(step=7)).name
       'ckpt-00000007.ckpt'

@@ -13,23 +13,25 @@ Example:
 
 from metaopt.core.registry import Entry, Registry
 from metaopt.core.types import LearnedOptimizer, MetaLearner, TaskFamily
-from metaopt.learners import initialization, learned_optimizer, learning_rates
 from metaopt.learners.combine import combine
+from metaopt.learners.initialization import ENTRY as LEARNED_INIT
+from metaopt.learners.initialization import learned_initialization
+from metaopt.learners.learned_optimizer import ENTRY as LEARNED_OPTIMIZER
+from metaopt.learners.learned_optimizer import learned_optimizer
+from metaopt.learners.learning_rates import ENTRY as METASGD
 
 
 def _init_and_optimizer(lopt: LearnedOptimizer, family: TaskFamily, options: None) -> MetaLearner:
     del options
-    return combine(
-        initialization.learned_initialization(family), learned_optimizer.learned_optimizer(lopt)
-    )
+    return combine(learned_initialization(family), learned_optimizer(lopt))
 
 
 LEARNERS = Registry(
     "learner",
     [
-        learned_optimizer.ENTRY,
-        initialization.ENTRY,
-        learning_rates.ENTRY,
+        LEARNED_OPTIMIZER,
+        LEARNED_INIT,
+        METASGD,
         Entry(
             "learned_init+optimizer",
             _init_and_optimizer,

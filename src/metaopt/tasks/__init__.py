@@ -1,0 +1,36 @@
+"""Task families: what a learned optimizer or initialization is meta-trained on.
+
+Example:
+  >>> import metaopt
+  >>> metaopt.tasks.quadratic_family().name
+  'quadratic'
+"""
+
+from metaopt.tasks import datasets
+from metaopt.tasks.augment import rescaled
+from metaopt.tasks.classification import (
+    logistic_regression_family,
+    mixed_mlp_classifier_family,
+    mlp_classifier_family,
+)
+from metaopt.tasks.conv import conv_classifier_family
+from metaopt.tasks.fewshot import fewshot_family, query_accuracy
+from metaopt.tasks.quadratic import quadratic_family
+from metaopt.tasks.registry import TASKS
+from metaopt.tasks.regression import mlp_regression_family
+from metaopt.tasks.sinusoid import sinusoid_family
+
+__all__ = [
+    "TASKS",
+    "conv_classifier_family",
+    "datasets",
+    "fewshot_family",
+    "logistic_regression_family",
+    "mixed_mlp_classifier_family",
+    "mlp_classifier_family",
+    "mlp_regression_family",
+    "quadratic_family",
+    "query_accuracy",
+    "rescaled",
+    "sinusoid_family",
+]
