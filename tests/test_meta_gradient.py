@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metaopt import learned_optimizer, lstm_optimizer, quadratic_family, tbptt, trajectory_mean
+from metaopt import learned_optimizer, lstm_optimizer, quadratic_family, tbptt
+from metaopt.estimators import trajectory_mean
 
 NUM_STEPS = 3
 HORIZON = 8

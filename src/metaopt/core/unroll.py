@@ -4,7 +4,9 @@ A truncated unroll is the same scan on a shorter length: its final
 :class:`InnerState` is the next truncation's starting state.
 """
 
-from typing import NamedTuple
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +53,47 @@ def init_inner(
     return InnerState(params, tx.init(params), jnp.zeros((), jnp.int32))
 
 
+def inner_step(
+    loss_fn: Callable[[Params, Any], jax.Array],
+    tx: optax.GradientTransformation,
+    state: InnerState,
+    data: Any,
+    *,
+    second_order: bool = False,
+) -> tuple[InnerState, jax.Array]:
+    """One inner update: ``loss_fn``'s gradient, ``tx``'s update of it, applied.
+
+    The one inner step of metaopt: the unroll below, the truncation engine every
+    estimator runs, adaptation curves and :func:`~metaopt.adapt` all take it.
+
+    Args:
+      loss_fn: ``loss_fn(params, data) -> scalar``.
+      tx: the inner optimizer.
+      state: params, optimizer state and step count before the update.
+      data: what this step's loss reads (a minibatch key, a support set).
+      second_order: if False, the gradient fed to ``tx`` is wrapped in
+        ``stop_gradient``, so differentiating through the step drops second
+        derivatives of the loss.
+
+    Returns:
+      ``(state, loss)``: the state after the update and the loss before it.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = optax.sgd(0.5)
+      >>> state = InnerState(jnp.ones(2), tx.init(jnp.ones(2)), jnp.zeros((), jnp.int32))
+      >>> state, loss = inner_step(lambda p, _: jnp.sum(p**2), tx, state, None)
+      >>> state.params, float(loss), int(state.step)
+      (Array([0., 0.], dtype=float32), 2.0, 1)
+    """
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, data)
+    if not second_order:
+        grads = jax.lax.stop_gradient(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return InnerState(params, opt_state, state.step + 1), loss
+
+
 def unroll(
     family: TaskFamily,
     tx: optax.GradientTransformation,
@@ -91,15 +134,11 @@ def unroll(
 
     """
     num_steps = checks.non_negative_int("num_steps", num_steps)
-    loss_and_grad = jax.value_and_grad(family.loss, argnums=1)
 
     def step(carry: InnerState, step_key: jax.Array) -> tuple[InnerState, jax.Array]:
-        loss, grads = loss_and_grad(cfg, carry.params, step_key)
-        if not second_order:
-            grads = jax.lax.stop_gradient(grads)
-        updates, opt_state = tx.update(grads, carry.opt_state, carry.params)
-        params = optax.apply_updates(carry.params, updates)
-        return InnerState(params, opt_state, carry.step + 1), loss
+        return inner_step(
+            functools.partial(family.loss, cfg), tx, carry, step_key, second_order=second_order
+        )
 
     # Rematerializing each step in the backward pass is faster than storing its
     # activations: the step is cheap to recompute and the stored residuals cost more

@@ -12,17 +12,17 @@ After each update the objective measures the new params; the returned
 the task had been replaced by then, which is all an estimator needs.
 """
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from metaopt.core.sharding import constrain_tasks
 from metaopt.core.types import MetaLearner, PyTree, TaskConfig, TaskFamily, Theta
-from metaopt.core.unroll import InnerState
+from metaopt.core.unroll import InnerState, inner_step
 from metaopt.estimators.objectives import Objective, coefficients
 from metaopt.estimators.schedules import HorizonSchedule
 
@@ -279,7 +279,6 @@ def advance(
       ``(task, trace)`` as :func:`run_truncation`.
     """
     tx = learner.tx(theta)
-    loss_and_grad = jax.value_and_grad(family.loss, argnums=1)
 
     def step(carry, step_key):
         task, replaced = carry
@@ -287,15 +286,11 @@ def advance(
         task = _select(done, fresh, task)
         replaced = replaced | done
         k_grad, k_measure = jax.random.split(step_key)
-        inner = task.inner
-        loss, grads = loss_and_grad(task.cfg, inner.params, k_grad)
-        if not second_order:
-            grads = jax.lax.stop_gradient(grads)
-        updates, opt_state = tx.update(grads, inner.opt_state, inner.params)
-        params = optax.apply_updates(inner.params, updates)
-        measure = objective.measure(family, task.cfg, params, k_measure)
-        coef = coefficients(objective, inner.step, task.horizon, length)
-        task = task._replace(inner=InnerState(params, opt_state, inner.step + 1))
+        loss_fn = functools.partial(family.loss, task.cfg)
+        inner, loss = inner_step(loss_fn, tx, task.inner, k_grad, second_order=second_order)
+        measure = objective.measure(family, task.cfg, inner.params, k_measure)
+        coef = coefficients(objective, task.inner.step, task.horizon, length)
+        task = task._replace(inner=inner)
         return (task, replaced), Trace(loss, measure, coef, replaced)
 
     (task, _), trace = scan_with_remat(

@@ -6,14 +6,15 @@ query set (``family.eval_loss``, or any measure such as accuracy) before the fir
 update and after each one.
 """
 
+import functools
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from metaopt.core import checks
 from metaopt.core.types import MetaLearner, Params, TaskConfig, TaskFamily, Theta
+from metaopt.core.unroll import InnerState, inner_step
 
 AdaptMeasure = Callable[[TaskFamily, TaskConfig, Params], jax.Array]
 
@@ -67,16 +68,14 @@ def adaptation_curves(
         cfg = family.sample(k_cfg)
         params = learner.init_params(theta, family, cfg, k_init)
 
-        def step(carry, step_key):
-            params, opt_state = carry
-            grads = jax.grad(family.loss, argnums=1)(cfg, params, step_key)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            return (params, opt_state), measure(family, cfg, params)
+        loss_fn = functools.partial(family.loss, cfg)
 
-        _, after = jax.lax.scan(
-            step, (params, tx.init(params)), jax.random.split(k_steps, num_steps)
-        )
+        def step(state, step_key):
+            state, _ = inner_step(loss_fn, tx, state, step_key, second_order=True)
+            return state, measure(family, cfg, state.params)
+
+        start = InnerState(params, tx.init(params), jnp.zeros((), jnp.int32))
+        _, after = jax.lax.scan(step, start, jax.random.split(k_steps, num_steps))
         return jnp.concatenate([measure(family, cfg, params)[None], after])
 
     return jax.vmap(one)(jax.random.split(key, num_tasks))

@@ -4,10 +4,11 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import optax
+import jax.numpy as jnp
 
 from metaopt.core import checks
 from metaopt.core.types import MetaLearner, Params, Theta
+from metaopt.core.unroll import InnerState, inner_step
 
 
 def initial_params(learner: MetaLearner, theta: Theta) -> Params:
@@ -69,12 +70,11 @@ def adapt(
     steps = checks.non_negative_int("steps", steps)
     params = initial_params(learner, theta)
     tx = learner.tx(theta)
-    grad_fn = jax.grad(loss_fn)
 
-    def step(carry, _):
-        params, opt_state = carry
-        updates, opt_state = tx.update(grad_fn(params, batch), opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), None
+    def step(state, _):
+        state, _ = inner_step(loss_fn, tx, state, batch, second_order=True)
+        return state, None
 
-    (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
-    return params
+    start = InnerState(params, tx.init(params), jnp.zeros((), jnp.int32))
+    final, _ = jax.lax.scan(step, start, None, length=steps)
+    return final.params
