@@ -15,7 +15,9 @@ Run: python benchmarks/report_suite.py [--lopt versatile ...] [--suite report] [
 """
 
 import argparse
+import json
 import math
+import os
 
 import numpy as np
 
@@ -82,34 +84,53 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: --scale 0.02, 1 seed")
     parser.add_argument("--seeds", type=int, nargs="*", default=list(EVAL_SEEDS))
     parser.add_argument("--points", type=int, default=10, help="measures along each run")
-    parser.add_argument("--only", nargs="*", default=None, help="problem names to run")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="problem names to run, in this order"
+    )
     args = parser.parse_args()
     if args.quick:
         args.scale, args.seeds = min(args.scale, 0.02), args.seeds[:1]
     candidates = load_candidates(args.lopt)
-    problems = {}
-    for problem in SUITES[args.suite](args.scale):
-        if args.only and problem.name not in args.only:
-            continue
-        print(f"\n{problem.name}: tuning and running ...", flush=True)
-        problems[problem.name] = judge_problem(
-            problem, candidates, seeds=args.seeds, points=args.points, log=print
-        )
-        print_problem(problem.name, problems[problem.name])
-    summary = summarize_suite(problems)
-    print("\n" + format_summary(summary))
+    chosen = {p.name: p for p in SUITES[args.suite](args.scale)}
+    order = args.only or list(chosen)
+    unknown = sorted(set(order) - set(chosen))
+    if unknown:
+        parser.error(f"--only: no problems named {unknown}; the suite has {sorted(chosen)}")
     record = {
         "suite": args.suite,
         "seeds": args.seeds,
         "tuning_seed": 0,
         "scale": args.scale,
         "candidates": args.lopt,
-        "summary": summary,
-        "problems": problems,
+        "complete": False,
+        "problems": {},
     }
-    path = write(f"{args.suite}_suite", record)
-    plot(problems, path.with_suffix(".png"))
+    path = None
+    for name in order:
+        print(f"\n{name}: tuning and running ...", flush=True)
+        row = judge_problem(
+            chosen[name], candidates, seeds=args.seeds, points=args.points, log=print
+        )
+        record["problems"][name] = row
+        print_problem(name, row)
+        record["summary"] = summarize_suite(record["problems"])
+        record["complete"] = len(record["problems"]) == len(order)
+        path = save(record, path, args.suite)
+    print("\n" + format_summary(record["summary"]))
+    plot(record["problems"], path.with_suffix(".png"))
     print(f"\nwrote {path} and {path.with_suffix('.png').name}")
+
+
+def save(record: dict, path, suite: str):
+    """Writes the record after every problem, so a run cut short keeps what it finished."""
+    if path is None:
+        return write(f"{suite}_suite", record)
+    stamped = json.loads(path.read_text())
+    stamped.update(record)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(stamped, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 if __name__ == "__main__":
