@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -87,7 +88,17 @@ def main() -> None:
     parser.add_argument(
         "--only", nargs="*", default=None, help="problem names to run, in this order"
     )
+    parser.add_argument(
+        "--combine",
+        nargs="*",
+        default=None,
+        help="JSON records of runs of parts of a suite: "
+        "writes one record and plot of all their problems, and runs nothing",
+    )
     args = parser.parse_args()
+    if args.combine:
+        combine(args.combine)
+        return
     if args.quick:
         args.scale, args.seeds = min(args.scale, 0.02), args.seeds[:1]
     candidates = load_candidates(args.lopt)
@@ -118,6 +129,19 @@ def main() -> None:
         path = save(record, path, args.suite)
     print("\n" + format_summary(record["summary"]))
     plot(record["problems"], path.with_suffix(".png"))
+    print(f"\nwrote {path} and {path.with_suffix('.png').name}")
+
+
+def combine(paths: list[str]) -> None:
+    """One record (and plot) from runs that each judged part of the same suite."""
+    records = [json.loads(Path(p).read_text()) for p in paths]
+    problems = {n: row for r in records for n, row in r["problems"].items()}
+    record = {k: v for k, v in records[0].items() if k not in ("benchmark", "date", "machine")}
+    record.update(problems=problems, summary=summarize_suite(problems), parts=paths)
+    record["complete"] = all(r.get("complete", True) for r in records)
+    path = write(f"{record['suite']}_suite", record)
+    print(format_summary(record["summary"]))
+    plot(problems, path.with_suffix(".png"))
     print(f"\nwrote {path} and {path.with_suffix('.png').name}")
 
 
