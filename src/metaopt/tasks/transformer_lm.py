@@ -28,8 +28,9 @@ import numpy as np
 import optax
 
 from metaopt.core import checks
+from metaopt.core.registry import Entry
 from metaopt.core.types import PyTree, TaskFamily
-from metaopt.tasks.text import TextData
+from metaopt.tasks.text import TextData, pydoc_topics
 
 LAYER_NORM_EPS = 1e-5
 INIT_STD = 0.02
@@ -230,3 +231,21 @@ def transformer_lm_family(
         )
 
     return bind((jnp.asarray(tokens), jnp.asarray(held_out)))
+
+
+def _held_out(split: str) -> str:
+    # Meta-training measures the validation split; a family built on the validation or
+    # test split measures that split itself.
+    return "val" if split == "train" else split
+
+
+def _build(split: str) -> TaskFamily:
+    return transformer_lm_family(pydoc_topics(), split=split, eval_split=_held_out(split))
+
+
+ENTRY = Entry(
+    "transformer_lm_pydoc",
+    _build,
+    None,
+    "causal character transformers (width 32-64, 1-2 blocks) on the pydoc help text",
+)
