@@ -14,7 +14,17 @@ Example:
 """
 
 from metaopt.core.registry import Registry
-from metaopt.tasks import classification, conv, fewshot, quadratic, regression, sinusoid
+from metaopt.tasks import (
+    batchnorm_conv,
+    classification,
+    conv,
+    fewshot,
+    quadratic,
+    regression,
+    sinusoid,
+    transformer_lm,
+    wide_mlp,
+)
 
 TASKS = Registry(
     "task",
@@ -25,5 +35,8 @@ TASKS = Registry(
         conv.ENTRY,
         sinusoid.ENTRY,
         fewshot.ENTRY,
+        transformer_lm.ENTRY,
+        batchnorm_conv.ENTRY,
+        wide_mlp.ENTRY,
     ],
 )
