@@ -1,4 +1,7 @@
-"""Judging optimizers: loss curves, learning-rate tuning, validation, reports.
+"""Judging optimizers: loss curves, learning-rate tuning, validation, held-out suites.
+
+The held-in selection suite (``selection_problems``) is for choices; the report suite
+(``report_problems``) only reports. Both score held-out loss (``judge_problem``).
 
 Example:
   >>> import metaopt
@@ -16,14 +19,25 @@ from metaopt.evaluation.evaluate import (
     tune_learning_rate,
     validation_loss,
 )
+from metaopt.evaluation.judge import judge_problem, summarize_suite
+from metaopt.evaluation.report_suite import report_problems
+from metaopt.evaluation.scoring import ScoredProblem, baselines, run_curves
+from metaopt.evaluation.selection import selection_problems
 
 __all__ = [
+    "ScoredProblem",
     "TuneResult",
     "baseline_optimizers",
+    "baselines",
     "evaluate",
+    "judge_problem",
     "learner_curves",
     "log_grid",
     "loss_curves",
+    "report_problems",
+    "run_curves",
+    "selection_problems",
+    "summarize_suite",
     "tune_learning_rate",
     "validation_loss",
 ]

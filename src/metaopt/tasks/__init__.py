@@ -6,8 +6,9 @@ Example:
   'quadratic'
 """
 
-from metaopt.tasks import datasets
+from metaopt.tasks import datasets, text
 from metaopt.tasks.augment import rescaled
+from metaopt.tasks.batchnorm_conv import batchnorm_conv_family
 from metaopt.tasks.classification import (
     logistic_regression_family,
     mixed_mlp_classifier_family,
@@ -19,9 +20,12 @@ from metaopt.tasks.quadratic import quadratic_family
 from metaopt.tasks.registry import TASKS
 from metaopt.tasks.regression import mlp_regression_family
 from metaopt.tasks.sinusoid import sinusoid_family
+from metaopt.tasks.transformer_lm import transformer_lm_family
+from metaopt.tasks.wide_mlp import wide_mlp_family
 
 __all__ = [
     "TASKS",
+    "batchnorm_conv_family",
     "conv_classifier_family",
     "datasets",
     "fewshot_family",
@@ -33,4 +37,7 @@ __all__ = [
     "query_accuracy",
     "rescaled",
     "sinusoid_family",
+    "text",
+    "transformer_lm_family",
+    "wide_mlp_family",
 ]
