@@ -65,6 +65,8 @@ class TrainConfig:
       5
       >>> TrainConfig(estimator="pes", options={"std": 0.05}).options["std"]
       0.05
+      >>> hash(TrainConfig()) == hash(TrainConfig(options={"truncation": 20}))
+      True
       >>> TrainConfig(epochs=0)
       Traceback (most recent call last):
       ...
@@ -114,6 +116,10 @@ class TrainConfig:
             object.__setattr__(self, f.name, check_value(f, getattr(self, f.name)))
         object.__setattr__(self, "options", _resolve_options(self, dict(self.options)))
         _check_combination(self)
+
+    def __hash__(self) -> int:
+        run = tuple(getattr(self, f.name) for f in run_fields())
+        return hash((run, tuple(sorted(self.options.items()))))
 
     def entries(self) -> Iterator[tuple[str, Entry]]:
         """``(key, entry)`` for each named entry whose options the run uses."""
