@@ -56,7 +56,7 @@ def child(devices: int | None, estimator: str, args: argparse.Namespace) -> dict
     keys = [jax.random.fold_in(k_train, i) for i in range(args.calls)]
     if mesh is not None:
         keys = [replicate(k, mesh) for k in keys]
-    arrays = (state.theta, state.meta_state, state.estimator_state)
+    arrays = (state.theta, state.meta_opt_state, state.estimator_state)
 
     def run(arrays, n):
         for i in range(n):

@@ -29,7 +29,7 @@ def assert_states_equal(a, b):
     assert a.step == b.step and a.skipped == b.skipped
     assert a.consecutive_skipped == b.consecutive_skipped
     np.testing.assert_array_equal(jax.random.key_data(a.key), jax.random.key_data(b.key))
-    for name in ("theta", "meta_state", "estimator_state", "best_theta"):
+    for name in ("theta", "meta_opt_state", "estimator_state", "best_theta"):
         x, y = getattr(a, name), getattr(b, name)
         assert jax.tree.structure(x) == jax.tree.structure(y)
         for u, v in zip(jax.tree.leaves(x), jax.tree.leaves(y), strict=True):
@@ -127,3 +127,25 @@ def test_a_checkpoint_of_another_run_shape_is_rejected(tmp_path, run):
     other = init_meta_train_state(estimator(dim=5), jax.random.key(3))
     with pytest.raises(CheckpointError, match="estimator_state"):
         read_checkpoint(path, other)
+
+
+def test_a_checkpoint_from_before_the_meta_opt_state_rename_restores(tmp_path, run):
+    from flax import serialization
+
+    from metaopt.core import files
+    from metaopt.io.checkpoint import MAGIC, VERSION
+
+    state, template = run
+    path = save_checkpoint(tmp_path, state)
+    payload = files.unframe(
+        path.read_bytes(), MAGIC, VERSION, path=path, what="x", error=CheckpointError
+    )
+    record = serialization.msgpack_restore(payload)
+    record["meta_state"] = record.pop("meta_opt_state")  # as 0.2 wrote it
+    old = files.frame(MAGIC, VERSION, serialization.msgpack_serialize(record))
+    path.write_bytes(old)
+    restored, _ = read_checkpoint(path, template)
+    assert_states_equal(restored, state)
+    with pytest.warns(DeprecationWarning, match="meta_opt_state"):
+        old_name = restored.meta_state
+    assert old_name is restored.meta_opt_state

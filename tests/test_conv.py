@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import metaopt as mo
-from metaopt.io.serialization import load, save
+from metaopt.io.serialization import load_file as load
+from metaopt.io.serialization import save
 from metaopt.optimizers.split import conv_and_rest_optimizer
 from metaopt.tasks.conv import BATCH_NORM_EPS, conv_classifier_family, conv_forward
 from metaopt.tasks.datasets import from_arrays

@@ -143,5 +143,5 @@ def test_a_two_process_checkpoint_resumes_bit_identical(runs, tmp_path):
     assert [r["status"] for r in reports] == [0, 0]
     a, b = final_state(two), final_state(resumed)
     assert b.step == 4
-    for name in ("theta", "meta_state", "estimator_state"):
+    for name in ("theta", "meta_opt_state", "estimator_state"):
         np.testing.assert_array_equal(flat(getattr(b, name)), flat(getattr(a, name)))

@@ -20,7 +20,8 @@ from metaopt.diagnostics.gradients import diagnosable, make_estimator
 from metaopt.diagnostics.problems import quadratic_learning_rates
 from metaopt.estimators.options import RunSpec, TruncatedOptions, truncated_kwargs
 from metaopt.estimators.registry import ESTIMATORS
-from metaopt.io.serialization import load, save
+from metaopt.io.serialization import load_file as load
+from metaopt.io.serialization import save
 from metaopt.optimizers.registry import OPTIMIZERS
 from metaopt.train.config import TrainConfig, read_toml
 

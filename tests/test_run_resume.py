@@ -149,7 +149,7 @@ def assert_all_checkpoints_readable(run_dir):
 def assert_same_run(run_dir, reference):
     got, want = final_state(run_dir), final_state(reference)
     assert got.step == want.step == STEPS
-    for name in ("theta", "best_theta", "meta_state"):
+    for name in ("theta", "best_theta", "meta_opt_state"):
         for x, y in zip(
             jax.tree.leaves(getattr(got, name)), jax.tree.leaves(getattr(want, name)), strict=True
         ):

@@ -54,7 +54,7 @@ WORKER = textwrap.dedent(
         state = init_meta_train_state(est, jax.random.key(0), meta_optimizer=opt, mesh=mesh)
         step = compile_meta_step(est, opt, state, mesh)
         key = jax.random.key(1) if mesh is None else replicate(jax.random.key(1), mesh)
-        new, _ = step(est.data, state.theta, state.meta_state, state.estimator_state, key)
+        new, _ = step(est.data, state.theta, state.meta_opt_state, state.estimator_state, key)
         leaves = jax.tree.leaves(new.estimator_state) if mesh is not None else []
         specs = [str(x.sharding.spec) for x in leaves if x.ndim]
         return flat(new.meta_opt_state[0]), flat(new.theta), specs, step.as_text()
@@ -100,7 +100,7 @@ WORKER = textwrap.dedent(
                             state=restored, mesh=mesh4)
     out["resume_bit_identical"] = all(
         np.array_equal(flat(getattr(results["4"].state, k)), flat(getattr(resumed.state, k)))
-        for k in ("theta", "meta_state", "estimator_state"))
+        for k in ("theta", "meta_opt_state", "estimator_state"))
 
     try:
         mo.meta_train(mo.tbptt(learner, fam, num_tasks=6, truncation=3, horizon=6),

@@ -10,6 +10,7 @@ conv nets, an autoencoder, a binary classifier), losses and data differ.
 
 import itertools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -27,7 +28,7 @@ from metaopt.tasks.datasets import digits
 ADAM_GRID = tuple(float(x) for x in log_grid(1e-4, 10**-0.5, 8))
 
 
-class Problem(NamedTuple):
+class TrainingProblem(NamedTuple):
     """One training problem.
 
     Attributes:
@@ -66,7 +67,7 @@ def _minibatch(x: jax.Array, y: jax.Array, key: jax.Array, size: int):
     return x[idx], y[idx]
 
 
-def _digits_mlp(steps: int) -> Problem:
+def _digits_mlp(steps: int) -> TrainingProblem:
     x, y = digits().split("train")
     x = jnp.asarray(x.reshape(len(x), -1))
     y = jnp.asarray(y)
@@ -76,7 +77,7 @@ def _digits_mlp(steps: int) -> Problem:
         logits = _apply(params, xb, jax.nn.gelu)
         return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
 
-    return Problem(
+    return TrainingProblem(
         name="digits_mlp_gelu",
         description="GELU MLP 64-128-128-10 classifying the digits, batch 64",
         init=lambda key: _dense(key, sizes),
@@ -86,14 +87,14 @@ def _digits_mlp(steps: int) -> Problem:
     )
 
 
-def _sine_fit(steps: int) -> Problem:
+def _sine_fit(steps: int) -> TrainingProblem:
     x = jnp.linspace(-2.0, 2.0, 256)[:, None]
     y = jnp.sin(3.0 * x) + 0.3 * x
 
     def mse(params):
         return jnp.mean((_apply(params, x, jax.nn.relu) - y) ** 2)
 
-    return Problem(
+    return TrainingProblem(
         name="sine_relu_mlp",
         description="ReLU MLP 1-64-64-1 fitting sin(3x) + 0.3x on 256 points, full batch",
         init=lambda key: _dense(key, (1, 64, 64, 1)),
@@ -103,7 +104,7 @@ def _sine_fit(steps: int) -> Problem:
     )
 
 
-def _deep_gelu_regression(steps: int) -> Problem:
+def _deep_gelu_regression(steps: int) -> TrainingProblem:
     k_x, k_t, k_n = jax.random.split(jax.random.key(1234), 3)
     x = jax.random.normal(k_x, (512, 16))
     teacher = _dense(k_t, (16, 32, 32, 1), gain=1.0)
@@ -112,7 +113,7 @@ def _deep_gelu_regression(steps: int) -> Problem:
     def mse(params, xb, yb):
         return jnp.mean((_apply(params, xb, jax.nn.gelu) - yb) ** 2)
 
-    return Problem(
+    return TrainingProblem(
         name="deep_gelu_regression",
         description="GELU MLP 16-64-64-64-64-1 regressing a sine teacher, 512 points, batch 32",
         init=lambda key: _dense(key, (16, 64, 64, 64, 64, 1)),
@@ -122,7 +123,7 @@ def _deep_gelu_regression(steps: int) -> Problem:
     )
 
 
-def _conv_digits(steps: int) -> Problem:
+def _conv_digits(steps: int) -> TrainingProblem:
     x, y = digits().split("train")
     x, y = jnp.asarray(x), jnp.asarray(y)
     channels = (16, 16)
@@ -141,7 +142,7 @@ def _conv_digits(steps: int) -> Problem:
     def ce(params, xb, yb):
         return optax.softmax_cross_entropy_with_integer_labels(conv_forward(params, xb), yb).mean()
 
-    return Problem(
+    return TrainingProblem(
         name="conv_digits",
         description="conv net (2 × 16 channels 3×3, batch norm, pooling) on the digits, batch 64",
         init=init,
@@ -158,7 +159,7 @@ def _chunks(n: int, size: int = 128) -> jax.Array:
     return jnp.arange(count * size).reshape(count, size)
 
 
-def _autoencoder(steps: int) -> Problem:
+def _autoencoder(steps: int) -> TrainingProblem:
     x, _ = digits().split("train")
     x = jnp.asarray(x.reshape(len(x), -1))
     sizes = (64, 32, 8, 32, 64)
@@ -166,7 +167,7 @@ def _autoencoder(steps: int) -> Problem:
     def mse(params, xb):
         return jnp.mean((_apply(params, xb, jnp.tanh) - xb) ** 2)
 
-    return Problem(
+    return TrainingProblem(
         name="digits_autoencoder",
         description="tanh autoencoder 64-32-8-32-64 reconstructing the digits, batch 64",
         init=lambda key: _dense(key, sizes, gain=1.0),
@@ -176,7 +177,7 @@ def _autoencoder(steps: int) -> Problem:
     )
 
 
-def _spirals(steps: int) -> Problem:
+def _spirals(steps: int) -> TrainingProblem:
     t = jnp.linspace(0.25, 3.0, 200) * jnp.pi
     arm = jnp.stack([t * jnp.cos(t), t * jnp.sin(t)], axis=1) / (3 * jnp.pi)
     x = jnp.concatenate([arm, -arm])
@@ -186,7 +187,7 @@ def _spirals(steps: int) -> Problem:
         logits = _apply(params, x, jnp.tanh)[:, 0]
         return optax.sigmoid_binary_cross_entropy(logits, y).mean()
 
-    return Problem(
+    return TrainingProblem(
         name="two_spirals",
         description="tanh MLP 2-32-32-1 separating two spirals, logistic loss, full batch",
         init=lambda key: _dense(key, (2, 32, 32, 1), gain=1.0),
@@ -196,7 +197,7 @@ def _spirals(steps: int) -> Problem:
     )
 
 
-def heldout_problems(scale: float = 1.0) -> list[Problem]:
+def heldout_problems(scale: float = 1.0) -> list[TrainingProblem]:
     """The held-out suite; ``scale`` multiplies every step count (for quick checks).
 
     Example:
@@ -216,7 +217,7 @@ def heldout_problems(scale: float = 1.0) -> list[Problem]:
 
 
 def train_curve(
-    problem: Problem, tx: optax.GradientTransformation, key: jax.Array, *, points: int = 50
+    problem: TrainingProblem, tx: optax.GradientTransformation, key: jax.Array, *, points: int = 50
 ) -> jax.Array:
     """Full-data losses at ``points`` evenly spaced steps of training with ``tx``.
 
@@ -255,3 +256,15 @@ def train_curve(
 
     _, curve = jax.lax.scan(chunk, carry, jax.random.split(k_run, points))
     return curve
+
+
+def __getattr__(name: str):
+    # ``Problem`` shared its name with metaopt.diagnostics.Problem, an unrelated idea.
+    if name == "Problem":
+        warnings.warn(
+            "metaopt.evaluation.suite.Problem is now TrainingProblem",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return TrainingProblem
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -39,7 +39,7 @@ MAGIC = b"MOCKPT\x00\x00"
 # Version 2: the estimator state replaced the truncated-BPTT task batch.
 VERSION = 2
 _NAME = re.compile(r"^ckpt-(\d{8,})(-best)?\.ckpt$")
-_TREES = ("theta", "meta_state", "estimator_state", "best_theta")
+_TREES = ("theta", "meta_opt_state", "estimator_state", "best_theta")
 _COUNTERS = {
     "step": int,
     "skipped": int,
@@ -81,6 +81,15 @@ def _like(got: np.ndarray, want: Any) -> jax.Array:
     if isinstance(want, jax.Array) and isinstance(want.sharding, NamedSharding):
         return sharding.put(got, want.sharding)
     return jnp.asarray(got)
+
+
+# Trees that a checkpoint written before 0.3 holds under another name.
+_OLD_NAMES = {"meta_opt_state": "meta_state"}
+
+
+def _tree(record: dict, name: str) -> Any:
+    """The tree ``name`` of a checkpoint record, under its name of before 0.3 if need be."""
+    return record[name] if name in record else record[_OLD_NAMES.get(name, name)]
 
 
 def _from_host(template: Any, raw: Any, what: str) -> Any:
@@ -211,7 +220,7 @@ def read_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict[s
         record = serialization.msgpack_restore(payload)
         key = jax.random.wrap_key_data(jnp.asarray(record["key"]), impl=record["key_impl"])
         trees = {
-            name: _from_host(getattr(template, name), record[name], f"{str(path)!r}: {name}")
+            name: _from_host(getattr(template, name), _tree(record, name), f"{str(path)!r}: {name}")
             for name in _TREES
         }
         counters = {name: kind(record[name]) for name, kind in _COUNTERS.items()}

@@ -8,7 +8,7 @@ import optax
 
 from metaopt.core.optax_adapter import as_optax
 from metaopt.core.types import LearnedOptimizer, Theta
-from metaopt.io.serialization import load as load_file
+from metaopt.io.serialization import load_file
 
 SUFFIX = ".mopt"
 

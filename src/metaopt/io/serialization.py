@@ -6,6 +6,7 @@ name, its configuration and its meta-parameters. Files are written atomically.
 """
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ def save(path: str | os.PathLike, lopt: LearnedOptimizer, theta: Theta) -> Path:
       >>> lopt = lstm_optimizer()
       >>> path = os.path.join(tempfile.mkdtemp(), "opt.mopt")
       >>> _ = save(path, lopt, lopt.init(jax.random.key(0)))
-      >>> load(path)[0].name
+      >>> load_file(path)[0].name
       'lstm'
     """
     leaves = jax.tree.leaves(theta)
@@ -67,7 +68,7 @@ def save(path: str | os.PathLike, lopt: LearnedOptimizer, theta: Theta) -> Path:
     return atomic_write(path, lambda f: f.write(data))
 
 
-def load(path: str | os.PathLike) -> tuple[LearnedOptimizer, Theta]:
+def load_file(path: str | os.PathLike) -> tuple[LearnedOptimizer, Theta]:
     """Reads a file written by :func:`save`; returns ``(lopt, theta)``.
 
     Raises:
@@ -93,3 +94,17 @@ def load(path: str | os.PathLike) -> tuple[LearnedOptimizer, Theta]:
         if want.shape != np.shape(got):
             raise OptimizerFileError(f"{str(path)!r}: a meta-parameter has the wrong shape")
     return lopt, jax.tree.map(jax.numpy.asarray, theta)
+
+
+def __getattr__(name: str):
+    # ``load`` read only files, while ``metaopt.load`` also takes pretrained names;
+    # the file reader is ``load_file`` now, and the old name warns for one release.
+    if name == "load":
+        warnings.warn(
+            "metaopt.io.serialization.load is now load_file; metaopt.load reads files and "
+            "pretrained names alike",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return load_file
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

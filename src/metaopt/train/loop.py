@@ -14,6 +14,7 @@ meta-step. The same code runs in one process or, after
 """
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -36,7 +37,8 @@ class MetaTrainState(NamedTuple):
       key: the run's key; every meta-step's randomness is derived from it and ``step``.
       step: meta-updates attempted so far (skipped ones included).
       theta: the current meta-parameters.
-      meta_state: the meta-optimizer's state.
+      meta_opt_state: the meta-optimizer's state (``meta_state`` before 0.3, still
+        readable with a warning).
       estimator_state: the estimator's state (opaque, a leading task axis).
       best_theta: the meta-parameters with the best validation loss so far.
       best_validation_loss: that loss; ``nan`` before the first validation.
@@ -49,7 +51,7 @@ class MetaTrainState(NamedTuple):
     key: jax.Array
     step: int
     theta: Theta
-    meta_state: optax.OptState
+    meta_opt_state: optax.OptState
     estimator_state: Any
     best_theta: Theta
     best_validation_loss: float
@@ -57,6 +59,16 @@ class MetaTrainState(NamedTuple):
     consecutive_skipped: int
     seconds: float
     wall_seconds: float
+
+    @property
+    def meta_state(self) -> optax.OptState:
+        """Deprecated name of ``meta_opt_state``."""
+        warnings.warn(
+            "MetaTrainState.meta_state is now meta_opt_state (as in MetaState)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.meta_opt_state
 
 
 class MetaTrainResult(NamedTuple):
@@ -152,7 +164,7 @@ def init_meta_train_state(
         key=key,
         step=0,
         theta=theta,
-        meta_state=meta_state,
+        meta_opt_state=meta_state,
         estimator_state=estimator_state,
         best_theta=theta,
         best_validation_loss=float("nan"),
@@ -182,7 +194,7 @@ def check_sharded_estimator(estimator: Estimator, mesh: Mesh) -> None:
 def _place(state: MetaTrainState, mesh: Mesh) -> MetaTrainState:
     """``state``'s arrays where a sharded meta-step expects them (a restored checkpoint)."""
     theta, meta_state, best = sharding_lib.replicate(
-        (state.theta, state.meta_state, state.best_theta), mesh
+        (state.theta, state.meta_opt_state, state.best_theta), mesh
     )
     for leaf in jax.tree.leaves(state.estimator_state):
         if jax.numpy.ndim(leaf):
@@ -191,7 +203,7 @@ def _place(state: MetaTrainState, mesh: Mesh) -> MetaTrainState:
             )
     return state._replace(
         theta=theta,
-        meta_state=meta_state,
+        meta_opt_state=meta_state,
         best_theta=best,
         estimator_state=sharding_lib.shard_tasks(state.estimator_state, mesh),
     )
@@ -216,7 +228,7 @@ def compile_meta_step(
         meta_step = make_meta_step(with_data(estimator, data), meta_optimizer)
         return meta_step(MetaState(theta, meta_opt_state, estimator_state), key)
 
-    args = (estimator.data, state.theta, state.meta_state, state.estimator_state, state.key)
+    args = (estimator.data, state.theta, state.meta_opt_state, state.estimator_state, state.key)
     if mesh is None:
         return jax.jit(step, donate_argnums=(2, 3)).lower(*args).compile()
     rep = sharding_lib.replicated(mesh)
@@ -257,7 +269,7 @@ def _advance(state: MetaTrainState, arrays: MetaState, metrics: dict, seconds: f
     state = state._replace(
         step=state.step + 1,
         theta=arrays.theta,
-        meta_state=arrays.meta_opt_state,
+        meta_opt_state=arrays.meta_opt_state,
         estimator_state=arrays.estimator_state,
         skipped=state.skipped + skipped,
         consecutive_skipped=(state.consecutive_skipped + 1) * skipped,
@@ -276,7 +288,7 @@ def _timed_step(step_fn, estimator: Estimator, state, k_train, start, wall_start
     if mesh is not None:
         key = sharding_lib.replicate(key, mesh)
     arrays, metrics = step_fn(
-        estimator.data, state.theta, state.meta_state, state.estimator_state, key
+        estimator.data, state.theta, state.meta_opt_state, state.estimator_state, key
     )
     metrics = jax.device_get(metrics)
     state, record = _advance(state, arrays, metrics, time.perf_counter() - t0)
