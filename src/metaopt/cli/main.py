@@ -294,17 +294,43 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> None:
+    from metaopt.core.files import prepare_dir
+    from metaopt.io.pretrained import load
+
+    lopt, theta = load(_optimizer_path(args.lopt))
+    existed = args.out.exists()
+    out = prepare_dir(args.out, "out")
+    try:
+        _write_eval(args, out, lopt, theta)
+    except BaseException:
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed eval leaves nothing behind
+        raise
+
+
+def _optimizer_path(lopt: str) -> str:
+    """``--lopt`` as given, or a run directory's ``optimizer.mopt``."""
+    path = Path(lopt)
+    if not path.is_dir():
+        return lopt
+    saved = path / "optimizer.mopt"
+    if not saved.is_file():
+        raise FileNotFoundError(
+            f"--lopt {lopt!r} is a directory without optimizer.mopt; give a run directory "
+            "written by metaopt train, a .mopt file or a pretrained name"
+        )
+    return str(saved)
+
+
+def _write_eval(args: argparse.Namespace, out: Path, lopt, theta) -> None:
     import jax
 
-    from metaopt.core.files import prepare_dir, write_json
+    from metaopt.core.files import write_json
     from metaopt.core.optax_adapter import as_optax
     from metaopt.evaluation.machine import machine
     from metaopt.evaluation.report import compare_optimizers, format_table, plot_curves
-    from metaopt.io.pretrained import load
     from metaopt.train.build import build_family
 
-    out = prepare_dir(args.out, "out")
-    lopt, theta = load(args.lopt)
     family = build_family(args.task, "test")
     k_tune, k_eval = jax.random.split(jax.random.key(args.seed))
     optimizers = compare_optimizers(
@@ -402,9 +428,20 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"\nwrote {args.out / 'results.json'}, {args.out / 'optimizer.mopt'}, {written}")
 
 
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The parser of subcommand ``command``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``metaopt`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the subcommand's parser, with its usage, not metaopt's
+        _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
     run = {"demo": _demo, "train": _train, "eval": _eval, "plot": _plot}[args.command]
     from metaopt.train.loop import MetaTrainingDiverged
     from metaopt.train.run import RunStopped

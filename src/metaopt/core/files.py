@@ -41,11 +41,25 @@ def prepare_dir(path: str | os.PathLike, name: str = "out") -> Path:
     return path
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the system allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
     """Calls ``write(f)`` on a temporary file beside ``path``, then renames it over ``path``.
 
     The data is flushed to disk before the rename, so a crash leaves either the
-    previous file or the complete new one.
+    previous file or the complete new one. The file gets the mode a plain ``open``
+    would give it (0666 less the umask), so a group or a web server may read a run.
 
     Example:
       >>> import tempfile
@@ -59,6 +73,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> P
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             write(f)
             f.flush()
             os.fsync(f.fileno())
