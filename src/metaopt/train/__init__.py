@@ -1,5 +1,8 @@
 """The meta-training loop, its meta-step and hooks, and the run layer beside it.
 
+``metaopt train`` as a function is ``metaopt.train.train_run.train_run`` (the module
+shares the name, so it is not re-exported here).
+
 Example:
   >>> import metaopt
   >>> metaopt.train.TrainConfig(epochs=2).epochs
@@ -16,7 +19,6 @@ from metaopt.train.loop import (
 )
 from metaopt.train.meta_step import MetaState, make_meta_step
 from metaopt.train.run import checkpointed_meta_train
-from metaopt.train.train_run import train_run
 
 __all__ = [
     "MetaState",
@@ -28,5 +30,4 @@ __all__ = [
     "init_meta_train_state",
     "make_meta_step",
     "meta_train",
-    "train_run",
 ]

@@ -41,6 +41,7 @@ from metaopt.train.config import (
     to_toml,
 )
 from metaopt.train.loop import MetaTrainState, init_meta_train_state, run_keys
+from metaopt.train.plots import read_metrics
 from metaopt.train.run import checkpointed_meta_train
 
 
@@ -84,6 +85,41 @@ def saved_config(out: str | Path) -> TrainConfig:
     if not path.is_file():
         raise FileNotFoundError(f"no run to resume in {str(out)!r}: {str(path)!r} is missing")
     return from_flat(read_toml(path))
+
+
+def best_step(out: Path, last: int) -> int | None:
+    """The meta-step whose validation gave the run's best loss (the first such), if any."""
+    best, at = float("inf"), None
+    try:
+        records = read_metrics(out)
+    except (OSError, ValueError):
+        return None
+    for record in records:
+        value = record.get("validation_loss")
+        if value is not None and value < best and record.get("step", 0) <= last:
+            best, at = value, record["step"]
+    return at
+
+
+def against_start(start: float, best: float, at: int | None) -> str:
+    """One line: the best validation loss against the starting θ's, and when it came.
+
+    Example:
+      >>> against_start(0.5, 0.25, 300)
+      'best validation loss 0.25 at meta-step 300, 2× lower than the starting θ (0.5)'
+      >>> against_start(0.5, 0.5, None)
+      'validation never improved on the starting θ (loss 0.5): the saved optimizer is the starting θ; see metrics.jsonl and try another meta-learning rate or more meta-steps'
+    """  # noqa: E501
+    if at is None or not best < start:
+        return (
+            f"validation never improved on the starting θ (loss {start:.4g}): the saved "
+            "optimizer is the starting θ; see metrics.jsonl and try another meta-learning "
+            "rate or more meta-steps"
+        )
+    return (
+        f"best validation loss {best:.4g} at meta-step {at}, {start / best:.3g}× lower than "
+        f"the starting θ ({start:.4g})"
+    )
 
 
 def _check_run_dir(config: TrainConfig, out: Path, resume: bool) -> None:
@@ -160,6 +196,14 @@ def train_run(config: TrainConfig, out: str | Path, *, resume: bool = False) -> 
     lopt, estimator, val_family, meta_opt = components(config)
     key = jax.random.key(config.seed)
     per_epoch = steps_per_epoch(config)
+    validate = validation_loss(
+        estimator.learner,
+        val_family,
+        run_keys(key)[3],
+        num_tasks=config.validation_tasks,
+        num_steps=config.horizon,
+        mesh=mesh,
+    )
     run = checkpointed_meta_train(
         out,
         estimator,
@@ -172,14 +216,7 @@ def train_run(config: TrainConfig, out: str | Path, *, resume: bool = False) -> 
         keep_checkpoints=config.keep_checkpoints,
         max_consecutive_skips=config.max_consecutive_skips,
         may_change=OPERATIONAL,
-        validate=validation_loss(
-            estimator.learner,
-            val_family,
-            run_keys(key)[3],
-            num_tasks=config.validation_tasks,
-            num_steps=config.horizon,
-            mesh=mesh,
-        ),
+        validate=validate,
         validate_every=config.validate_every * per_epoch,
         progress=config.progress,
         mesh=mesh,
@@ -187,9 +224,9 @@ def train_run(config: TrainConfig, out: str | Path, *, resume: bool = False) -> 
     final, status, message, sig = run.state, run.status, run.message, run.signal
     saved = _save_best_theta(config, out, lopt, final, write=main)
     if status == "completed":
-        message = (
-            f"finished {final.step} meta-steps; best validation loss "
-            f"{final.best_validation_loss:.4g}; wrote {saved}"
+        start = float(validate(init_meta_train_state(estimator, key, mesh=mesh).theta))
+        message = f"finished {final.step} meta-steps; wrote {saved}\n" + against_start(
+            start, final.best_validation_loss, best_step(out, final.step)
         )
     elif status == "stopped":
         message = (
