@@ -9,6 +9,11 @@ Example:
   3
 """
 
+from metaopt.evaluation.episodes import (
+    episode_accuracies,
+    held_out_episodes,
+    mean_and_interval,
+)
 from metaopt.evaluation.evaluate import (
     TuneResult,
     baseline_optimizers,
@@ -29,11 +34,14 @@ __all__ = [
     "TuneResult",
     "baseline_optimizers",
     "baselines",
+    "episode_accuracies",
     "evaluate",
+    "held_out_episodes",
     "judge_problem",
     "learner_curves",
     "log_grid",
     "loss_curves",
+    "mean_and_interval",
     "report_problems",
     "run_curves",
     "selection_problems",
