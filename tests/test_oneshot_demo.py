@@ -2,6 +2,7 @@
 
 import json
 
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +14,7 @@ from metaopt.evaluation.adaptation import adaptation_curves
 from metaopt.evaluation.episodes import held_out_episodes
 from metaopt.experiments.oneshot import oneshot_demo
 from metaopt.tasks.datasets import digits
+from metaopt.train.config import TrainConfig
 
 
 def test_oneshot_demo_scores_every_method_and_writes_its_figures(tmp_path, capsys):
@@ -61,3 +63,28 @@ def test_oneshot_demo_rejects_unknown_methods_and_bad_sizes(tmp_path):
         oneshot_demo(tmp_path / "b", meta_steps=0)
     with pytest.raises(ValueError, match="shots must be a positive integer"):
         oneshot_demo(tmp_path / "c", shots=(0,))
+
+
+def test_train_an_episodic_learner_saves_theta_that_loads(tmp_path):
+    out = tmp_path / "run"
+    flags = ["--task", "fewshot_digits", "--learner", "matching", "--estimator", "episodic"]
+    sizes = ["--epochs", "2", "--tasks", "4", "--validation-tasks", "4", "--validate-every", "1"]
+    argv = ["train", "--out", str(out), *flags, *sizes, "--full-context", "--no-progress"]
+    assert main(argv) == 0
+    fam = mo.fewshot_family(digits(), classes=range(5), ways=5, shots=1)
+    learner = mo.matching_network(mo.mlp_embedding(64), ways=5, full_context=True)
+    template = learner.init(jax.random.key(0))
+    theta = flax.serialization.from_bytes(template, (out / "theta.msgpack").read_bytes())
+    assert jax.tree.structure(theta) == jax.tree.structure(template)
+    support = fam.sample(jax.random.key(1)).x_support
+    labels = mo.classify(learner, theta, support, np.arange(5), np.zeros((2, 64), np.float32))
+    assert labels.shape == (2,)
+
+
+def test_train_config_pairs_episodic_learners_with_the_episodic_estimator():
+    with pytest.raises(ValueError, match="trains an episodic learner: set learner"):
+        TrainConfig(task="fewshot_digits", learner="learned_init", estimator="episodic")
+    with pytest.raises(ValueError, match="learner 'mann' has no inner steps"):
+        TrainConfig(task="fewshot_digits", learner="mann", estimator="maml")
+    with pytest.raises(ValueError, match="reads N-way K-shot episodes: task must be one of"):
+        TrainConfig(task="sinusoid", learner="prototypical", estimator="episodic")

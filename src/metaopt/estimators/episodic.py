@@ -14,8 +14,10 @@ import jax
 import jax.numpy as jnp
 
 from metaopt.core import checks
+from metaopt.core.registry import Entry
 from metaopt.core.sharding import constrain_tasks
 from metaopt.core.types import EpisodicLearner, Estimator, TaskFamily, with_data
+from metaopt.estimators.options import RunSpec
 from metaopt.learners.episodic import check_learner
 from metaopt.tasks.fewshot import check_episode
 
@@ -95,3 +97,17 @@ def episodic(learner: EpisodicLearner, family: TaskFamily, *, num_tasks: int) ->
         )
 
     return build(family)
+
+
+def _build(learner: EpisodicLearner, family: TaskFamily, run: RunSpec, options: None) -> Estimator:
+    del options
+    return episodic(learner, family, num_tasks=run.num_tasks)
+
+
+ENTRY = Entry(
+    "episodic",
+    _build,
+    None,
+    "the query loss of a learner that reads the support set in one pass (Vinyals et al. 2016)",
+    frozenset({"episodic", "query"}),
+)

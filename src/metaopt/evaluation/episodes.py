@@ -5,12 +5,16 @@ its tasks (:func:`~metaopt.evaluation.adaptation.held_out_task`), so with the sa
 an episodic learner and a MAML-trained initialization are scored on the same episodes.
 """
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from metaopt.core import checks
-from metaopt.core.types import EpisodicLearner, TaskFamily, Theta
+from metaopt.core.sharding import check_divisible, check_mesh, constrain_tasks, jit_replicated
+from metaopt.core.types import EpisodicLearner, TaskFamily, Theta, with_data
 from metaopt.evaluation.adaptation import held_out_task
 
 Z_95 = 1.959963984540054  # the standard normal's 97.5% quantile
@@ -29,10 +33,9 @@ def held_out_episodes(family: TaskFamily, key: jax.Array, num_tasks: int):
       ((3, 5, 64), (3,))
     """
     num_tasks = checks.positive_int("num_tasks", num_tasks)
-    episodes, keys, _ = jax.vmap(lambda k: held_out_task(family, k))(
-        jax.random.split(key, num_tasks)
-    )
-    return episodes, keys
+    keys = constrain_tasks(jax.random.split(key, num_tasks))
+    episodes, keys, _ = jax.vmap(lambda k: held_out_task(family, k))(keys)
+    return constrain_tasks(episodes), keys
 
 
 def episode_accuracies(
@@ -67,6 +70,44 @@ def episode_accuracies(
         return jnp.mean(jnp.argmax(logits, axis=-1) == episode.y_query)
 
     return jax.vmap(one)(episodes, keys)
+
+
+def episode_validation_loss(
+    learner: EpisodicLearner,
+    family: TaskFamily,
+    key: jax.Array,
+    *,
+    num_tasks: int,
+    mesh: Mesh | None = None,
+) -> Callable[[Theta], float]:
+    """``validate(theta)``: the mean ``learner.loss`` of ``num_tasks`` fixed held-out episodes.
+
+    Compiled once, the family's arrays an argument; with a ``mesh`` the episodes are
+    split over its devices. :func:`~metaopt.validation_loss` returns this for an
+    episodic learner.
+
+    Example:
+      >>> import jax
+      >>> from metaopt.learners.embedding import mlp_embedding
+      >>> from metaopt.learners.prototypical import prototypical_network
+      >>> from metaopt.tasks.datasets import digits
+      >>> from metaopt.tasks.fewshot import fewshot_family
+      >>> fam = fewshot_family(digits(), classes=range(5, 10), ways=5, shots=1)
+      >>> learner = prototypical_network(mlp_embedding(64), ways=5)
+      >>> validate = episode_validation_loss(learner, fam, jax.random.key(1), num_tasks=4)
+      >>> validate(learner.init(jax.random.key(0))) > 0
+      True
+    """
+    num_tasks = checks.positive_int("num_tasks", num_tasks)
+    if mesh is not None:
+        check_divisible("num_tasks", num_tasks, check_mesh(mesh))
+
+    def mean_loss(data, theta, k):
+        episodes, keys = held_out_episodes(with_data(family, data), k, num_tasks)
+        return jnp.mean(jax.vmap(lambda ep, kk: learner.loss(theta, ep, kk))(episodes, keys))
+
+    run = jit_replicated(mean_loss, mesh)
+    return lambda theta: float(run(family.data, theta, key))
 
 
 def mean_and_interval(values: np.ndarray) -> tuple[float, float]:

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 
 from metaopt.core import checks
-from metaopt.core.types import EpisodicLearner, Theta
+from metaopt.core.types import EpisodicLearner, TaskFamily, Theta
 from metaopt.tasks.fewshot import Episode, check_episode
 
 Predict = Callable[[Theta, Episode, jax.Array], jax.Array]
@@ -53,6 +53,28 @@ def check_learner(learner: EpisodicLearner) -> int:
             f"network), got {type(learner).__name__}"
         )
     return checks.positive_int("learner.config['ways']", learner.config.get("ways"))
+
+
+def episode_shape(family: TaskFamily) -> tuple[int, int]:
+    """``(features, ways)`` of ``family``'s episodes, read from one drawn episode.
+
+    Registered learners are built from a task family alone; this is how they learn the
+    size of an example and the number of classes per episode.
+
+    Example:
+      >>> from metaopt.tasks.datasets import digits
+      >>> from metaopt.tasks.fewshot import fewshot_family
+      >>> episode_shape(fewshot_family(digits(), classes=range(5), ways=3))
+      (64, 3)
+    """
+    episode = family.sample(jax.random.key(0))
+    if not isinstance(episode, Episode):
+        raise ValueError(
+            f"task family {family.name!r} does not draw N-way K-shot episodes (its "
+            f"configurations are {type(episode).__name__}); episodic learners need one, "
+            "such as fewshot_family"
+        )
+    return int(episode.x_support.shape[-1]), int(jnp.max(episode.y_support)) + 1
 
 
 def classify(

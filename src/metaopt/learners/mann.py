@@ -20,6 +20,7 @@ cross-entropy of every prediction, support steps (Santoro's objective) and queri
 usage decay γ and each head's read strength β.
 """
 
+import dataclasses
 import math
 from typing import NamedTuple
 
@@ -28,7 +29,9 @@ import jax.numpy as jnp
 import optax
 
 from metaopt.core import checks
-from metaopt.core.types import EpisodicLearner, Theta
+from metaopt.core.registry import Entry, option
+from metaopt.core.types import EpisodicLearner, TaskFamily, Theta
+from metaopt.learners.episodic import episode_shape
 from metaopt.learners.memory import MemoryState, init_memory, memory_access
 from metaopt.optimizers.lstm import init_lstm_cell, lstm_cell
 from metaopt.tasks.fewshot import Episode
@@ -241,3 +244,36 @@ def memory_augmented_network(
     return EpisodicLearner(
         name="memory_augmented", config=config, init=init, predict=predict, loss=loss
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class MANNOptions:
+    """The memory-augmented network's options (see :func:`memory_augmented_network`)."""
+
+    controller_size: int = option(200, "MANN: LSTM controller units", check=checks.positive_int)
+    memory_slots: int = option(128, "MANN: memory rows", check=checks.positive_int)
+    slot_size: int = option(40, "MANN: width of a memory row", check=checks.positive_int)
+    read_heads: int = option(4, "MANN: read heads", check=checks.positive_int)
+
+
+def _build(lopt, family: TaskFamily, options: MANNOptions) -> EpisodicLearner:
+    del lopt
+    features, ways = episode_shape(family)
+    return memory_augmented_network(
+        features,
+        ways,
+        hidden_size=options.controller_size,
+        slots=options.memory_slots,
+        slot_size=options.slot_size,
+        heads=options.read_heads,
+    )
+
+
+ENTRY = Entry(
+    "mann",
+    _build,
+    MANNOptions,
+    "θ is an LSTM controller with an LRUA memory; labels arrive a step late (Santoro et al. "
+    "2016)",
+    frozenset({"episodic"}),
+)

@@ -17,13 +17,16 @@ from h_0 = c_0 = 0 (so r_0 is the mean of g(S)); f(x̂, S) = h_K. The bidirectio
 LSTM reads the support set in an order drawn from the key.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
 from metaopt.core import checks
-from metaopt.core.types import EpisodicLearner, Theta
-from metaopt.learners.embedding import Embedding
-from metaopt.learners.episodic import query_loss
+from metaopt.core.registry import Entry, option
+from metaopt.core.types import EpisodicLearner, TaskFamily, Theta
+from metaopt.learners.embedding import Embedding, mlp_embedding
+from metaopt.learners.episodic import episode_shape, query_loss
 from metaopt.optimizers.lstm import init_lstm_cell, lstm_cell
 from metaopt.tasks.fewshot import Episode
 
@@ -191,3 +194,33 @@ def matching_network(
     return EpisodicLearner(
         name="matching", config=config, init=init, predict=predict, loss=query_loss(predict)
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class MatchingOptions:
+    """Matching networks' options (see :func:`matching_network`)."""
+
+    full_context: bool = option(False, "matching networks: full context embeddings")
+    fce_steps: int = option(
+        5, "matching networks: the attention LSTM's steps", check=checks.positive_int
+    )
+
+
+def _build(lopt, family: TaskFamily, options: MatchingOptions) -> EpisodicLearner:
+    del lopt
+    features, ways = episode_shape(family)
+    return matching_network(
+        mlp_embedding(features, (64, 64)),
+        ways,
+        full_context=options.full_context,
+        fce_steps=options.fce_steps,
+    )
+
+
+ENTRY = Entry(
+    "matching",
+    _build,
+    MatchingOptions,
+    "θ embeds examples; cosine attention over the support labels (Vinyals et al. 2016)",
+    frozenset({"episodic"}),
+)

@@ -11,9 +11,10 @@ import jax
 import jax.numpy as jnp
 
 from metaopt.core import checks
-from metaopt.core.types import EpisodicLearner, Theta
-from metaopt.learners.embedding import Embedding
-from metaopt.learners.episodic import query_loss
+from metaopt.core.registry import Entry
+from metaopt.core.types import EpisodicLearner, TaskFamily, Theta
+from metaopt.learners.embedding import Embedding, mlp_embedding
+from metaopt.learners.episodic import episode_shape, query_loss
 from metaopt.tasks.fewshot import Episode
 
 
@@ -75,3 +76,18 @@ def prototypical_network(embedding: Embedding, ways: int) -> EpisodicLearner:
         predict=predict,
         loss=query_loss(predict),
     )
+
+
+def _build(lopt, family: TaskFamily, options: None) -> EpisodicLearner:
+    del lopt, options
+    features, ways = episode_shape(family)
+    return prototypical_network(mlp_embedding(features, (64, 64)), ways)
+
+
+ENTRY = Entry(
+    "prototypical",
+    _build,
+    None,
+    "θ embeds examples; a query takes the nearest class mean's label (Snell et al. 2017)",
+    frozenset({"episodic"}),
+)

@@ -244,5 +244,5 @@ ENTRY = Entry(
     _build,
     None,
     "5-way 1-shot episodes of the digits: train on 0-4, evaluate on 5-9",
-    frozenset({"query"}),
+    frozenset({"query", "episodes"}),
 )
