@@ -29,8 +29,8 @@ def test_oneshot_demo_scores_every_method_and_writes_its_figures(tmp_path, capsy
     for entry in section["methods"].values():
         assert 0.0 <= entry["accuracy"] <= 1.0 and entry["ci95"] >= 0.0
     # Ten instances per class in the curve's sequences, then the queries.
-    curve = section["mann_instances"]
-    assert [c["instance"] for c in curve] == [*range(1, 11), "query"]
+    for field in ("mann_instances", "mann_instances_train_classes"):
+        assert [c["instance"] for c in section[field]] == [*range(1, 11), "query"]
     assert results["config"]["num_eval_tasks"] == 6
     for png in ("accuracy.png", "mann_instances.png"):
         assert (out / png).stat().st_size > 0

@@ -95,6 +95,26 @@ def _instance_curve(learner, theta, family: TaskFamily, key, num_tasks: int) -> 
     return curve
 
 
+def _instance_curves(data, learner, theta, key, settings) -> dict[str, list[dict]]:
+    """The MANN's instance curves on unseen classes and, for contrast, its training classes."""
+    curves = {}
+    for field, classes, rotations in (
+        ("mann_instances", settings["test_classes"], 1),
+        ("mann_instances_train_classes", settings["train_classes"], settings["rotations"]),
+    ):
+        family = fewshot_family(
+            data,
+            classes=classes,
+            ways=settings["ways"],
+            shots=settings["curve_shots"],
+            rotations=rotations,
+        )
+        curves[field] = _instance_curve(
+            learner, theta, family, key, settings["num_eval_tasks"]
+        )
+    return curves
+
+
 def _run_episodic(name, family, eval_family, keys, settings, progress) -> tuple[dict, Any]:
     """Meta-trains one episodic method and scores it on the held-out episodes."""
     k_train, k_eval = keys
@@ -172,9 +192,7 @@ def _run_setting(data, shot: int, key: jax.Array, settings: dict, progress: bool
         )
         results[name] = entry | {"wall_seconds": time.perf_counter() - start}
         if name == "mann":
-            shots = settings["curve_shots"]
-            curve = fewshot_family(data, classes=test_classes, ways=ways, shots=shots)
-            section["mann_instances"] = _instance_curve(learner, theta, curve, k_eval, num_eval)
+            section |= _instance_curves(data, learner, theta, k_eval, settings)
     results |= _run_maml_family(family, eval_family, key, settings, progress)
     if progress:
         for name, entry in results.items():
@@ -218,13 +236,14 @@ def oneshot_demo(
     ``test_classes``. The MAML family keeps the few-shot demo's settings (one inner SGD
     step of 0.4 in meta-training, ten at test) with ``maml_meta_steps`` meta-steps; the
     episodic learners take ``meta_steps`` Adam steps of ``meta_lr``. The memory-augmented
-    network's instance curve is measured on sequences of ``curve_shots`` examples per
-    class. Writes ``results.json``, ``accuracy.png`` and ``mann_instances.png``.
+    network's instance curves are measured on sequences of ``curve_shots`` examples per
+    class, of the test classes and, for contrast, of the training classes. Writes
+    ``results.json``, ``accuracy.png`` and ``mann_instances.png``.
 
     Returns:
       The dictionary written to ``results.json``: per setting (``"5way_1shot"``, ...)
       each method's ``accuracy`` and ``ci95`` (the 95% interval's half-width), and the
-      MANN's ``mann_instances``.
+      MANN's ``mann_instances`` (and ``mann_instances_train_classes``).
 
     Example:
       >>> import tempfile
@@ -317,23 +336,32 @@ def plot_accuracy(path: str | os.PathLike, record: dict[str, Any]) -> None:
 
 
 def plot_instances(path: str | os.PathLike, record: dict[str, Any]) -> None:
-    """The MANN's accuracy by instance number, one line per training setting."""
+    """The MANN's accuracy by instance number, one color per training setting.
+
+    Solid lines: sequences of unseen classes; dashed: of the training classes.
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for setting, section in record["settings"].items():
-        curve = [c for c in section.get("mann_instances", []) if c["instance"] != "query"]
-        if curve:
-            ax.errorbar(
-                [c["instance"] for c in curve],
-                [c["accuracy"] for c in curve],
-                yerr=[c["ci95"] for c in curve],
-                marker="o",
-                capsize=3,
-                label=f"trained on {setting}",
-            )
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for k, (setting, section) in enumerate(record["settings"].items()):
+        for field, style, where in (
+            ("mann_instances", "-", "unseen digits"),
+            ("mann_instances_train_classes", "--", "training classes"),
+        ):
+            curve = [c for c in section.get(field, []) if c["instance"] != "query"]
+            if curve:
+                ax.errorbar(
+                    [c["instance"] for c in curve],
+                    [c["accuracy"] for c in curve],
+                    yerr=[c["ci95"] for c in curve],
+                    color=f"C{k}",
+                    ls=style,
+                    marker="o",
+                    capsize=3,
+                    label=f"trained on {setting}, {where}",
+                )
     ax.axhline(1.0 / record["config"]["ways"], color="k", ls=":", lw=1, label="chance")
     ax.set_xlabel("instance (presentation of the class in the sequence)")
-    ax.set_ylabel("accuracy on unseen digits")
+    ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     ax.set_title("memory-augmented network: accuracy by instance (Santoro et al. Fig. 2)")
@@ -359,10 +387,12 @@ def format_summary(record: dict[str, Any]) -> str:
             paper = PAPERS.get(name, {}).get(shot)
             ref = f"{paper:>11.3f}" if paper is not None else ""
             lines.append(f"{name:<14}{entry['accuracy']:>8.3f} ± {entry['ci95']:.3f}{ref}")
-        if "mann_instances" in section:
-            curve = ", ".join(
-                f"{c['instance']}: {c['accuracy']:.3f}" for c in section["mann_instances"]
-            )
-            lines.append(f"mann by instance: {curve}")
+        for field, where in (
+            ("mann_instances", "unseen"),
+            ("mann_instances_train_classes", "training classes"),
+        ):
+            if field in section:
+                curve = ", ".join(f"{c['instance']}: {c['accuracy']:.3f}" for c in section[field])
+                lines.append(f"mann by instance ({where}): {curve}")
         lines.append("")
     return "\n".join(lines).rstrip()
