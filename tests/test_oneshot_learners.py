@@ -25,10 +25,10 @@ def np_cosine(a, b):
 def test_attention_readout_matches_a_hand_written_loop():
     rng = np.random.default_rng(0)
     queries, support = rng.normal(size=(4, 6)), rng.normal(size=(7, 6))
-    labels = np.array([0, 1, 2, 0, 1, 2, 2])
-    got = np.exp(attention_readout(jnp.asarray(queries), jnp.asarray(support), labels, 3))
+    labels, scale = np.array([0, 1, 2, 0, 1, 2, 2]), 3.0
+    got = np.exp(attention_readout(jnp.asarray(queries), jnp.asarray(support), labels, 3, scale))
     for q in range(4):
-        weights = np.array([np.exp(np_cosine(queries[q], s)) for s in support])
+        weights = np.array([np.exp(scale * np_cosine(queries[q], s)) for s in support])
         weights /= weights.sum()
         expected = np.zeros(3)
         for i, y in enumerate(labels):
@@ -287,3 +287,18 @@ def test_bad_sizes_are_errors_that_name_the_argument():
         mo.episodic(mo.learned_initialization(fam), fam, num_tasks=2)
     with pytest.raises(ValueError, match="heads \\(3\\) must not exceed slots \\(2\\)"):
         mo.memory_augmented_network(64, ways=5, slots=2, heads=3)
+
+
+@pytest.mark.parametrize("name", ["prototypical", "mann"])
+def test_the_second_episodic_meta_step_does_not_recompile(name, count_compiles):
+    est = mo.episodic(LEARNERS[name](), tiny_family(), num_tasks=2)
+    meta_opt = optax.adam(1e-3)
+    theta = est.learner.init(jax.random.key(0))
+    step = jax.jit(mo.make_meta_step(est, meta_opt))
+    state = mo.MetaState(theta, meta_opt.init(theta), est.init(theta, jax.random.key(1)))
+    state, _ = step(state, jax.random.key(2))
+    with count_compiles() as compiles:
+        state, metrics = step(state, jax.random.key(3))
+        jax.block_until_ready(state)
+    assert compiles[0] == 0
+    assert np.isfinite(float(metrics["meta_loss"]))

@@ -218,7 +218,7 @@ def memory_augmented_network(
             "out": _dense(k_out, hidden_size + reads_size, ways),
             "memory": {
                 "decay_logit": jnp.asarray(math.log(decay / (1 - decay)), jnp.float32),
-                "log_strength": jnp.full((heads,), math.log(strength)),
+                "log_strength": jnp.full((heads,), math.log(strength), jnp.float32),
             },
         }
 
