@@ -392,7 +392,7 @@ def format_summary(record: dict[str, Any]) -> str:
         for name, entry in section["methods"].items():
             paper = PAPERS.get(name, {}).get(shot)
             ref = f"{paper:>11.3f}" if paper is not None else ""
-            lines.append(f"{name:<14}{entry['accuracy']:>8.3f} ± {entry['ci95']:.3f}{ref}")
+            lines.append(f"{name:<16}{entry['accuracy']:>6.3f} ± {entry['ci95']:.3f}{ref}")
         for field, where in (
             ("mann_instances", "unseen"),
             ("mann_instances_train_classes", "training classes"),
