@@ -56,7 +56,7 @@ def archives(tmp_path):
 
 def test_omniglot_reads_characters_in_name_order_resized_and_inverted(archives):
     directory, sums = archives
-    ds = mo.omniglot(directory, download=False, checksums=sums, image_size=7)
+    ds = mo.tasks.omniglot(directory, download=False, checksums=sums, image_size=7)
     assert ds.num_classes == 3
     x = np.concatenate([ds.split(s)[0] for s in ("train", "val", "test")])
     y = np.concatenate([ds.split(s)[1] for s in ("train", "val", "test")])
@@ -73,31 +73,31 @@ def test_omniglot_reads_characters_in_name_order_resized_and_inverted(archives):
 
 def test_omniglot_episodes_draw_from_the_loaded_characters(archives):
     directory, sums = archives
-    ds = mo.omniglot(directory, download=False, checksums=sums, image_size=7)
+    ds = mo.tasks.omniglot(directory, download=False, checksums=sums, image_size=7)
     fam = mo.fewshot_family(ds, classes=range(3), ways=2, shots=1, query_shots=1)
     assert fam.sample(jax.random.key(0)).x_support.shape == (2, 49)
 
 
 def test_omniglot_without_its_files_names_the_missing_archive(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"images_background.zip is not in"):
-        mo.omniglot(tmp_path, download=False)
+        mo.tasks.omniglot(tmp_path, download=False)
     with pytest.raises(FileNotFoundError, match=r"data_dir .* is not a directory"):
-        mo.omniglot(tmp_path / "nowhere", download=False)
+        mo.tasks.omniglot(tmp_path / "nowhere", download=False)
 
 
 def test_omniglot_damaged_files_are_errors_that_name_the_file(archives):
     directory, sums = archives
     # The published checksums do not match these small archives.
     with pytest.raises(ValueError, match=r"checksum mismatch for .*images_background.zip"):
-        mo.omniglot(directory, download=False)
+        mo.tasks.omniglot(directory, download=False)
     assert OMNIGLOT_MD5["images_background.zip"] != sums["images_background.zip"]
     (directory / "images_evaluation.zip").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match=r"images_evaluation.zip' is not a readable zip"):
-        mo.omniglot(directory, download=False, checksums={})
+        mo.tasks.omniglot(directory, download=False, checksums={})
     with zipfile.ZipFile(directory / "images_evaluation.zip", "w") as zf:
         zf.writestr("images_evaluation/A/character01/x_01.png", b"\x89PNG broken")
     with pytest.raises(ValueError, match=r"drawing .*x_01.png' is not a readable PNG"):
-        mo.omniglot(directory, download=False, checksums={})
+        mo.tasks.omniglot(directory, download=False, checksums={})
 
 
 def test_omniglot_reads_unpacked_folders(archives):
@@ -105,5 +105,5 @@ def test_omniglot_reads_unpacked_folders(archives):
     with zipfile.ZipFile(directory / "images_background.zip") as zf:
         zf.extractall(directory)
     (directory / "images_background.zip").unlink()
-    ds = mo.omniglot(directory, download=False, checksums=sums, image_size=7)
+    ds = mo.tasks.omniglot(directory, download=False, checksums=sums, image_size=7)
     assert ds.num_classes == 3

@@ -72,12 +72,13 @@ def test_train_an_episodic_learner_saves_theta_that_loads(tmp_path):
     argv = ["train", "--out", str(out), *flags, *sizes, "--full-context", "--no-progress"]
     assert main(argv) == 0
     fam = mo.fewshot_family(digits(), classes=range(5), ways=5, shots=1)
-    learner = mo.matching_network(mo.mlp_embedding(64), ways=5, full_context=True)
+    learner = mo.matching_network(mo.learners.mlp_embedding(64), ways=5, full_context=True)
     template = learner.init(jax.random.key(0))
     theta = flax.serialization.from_bytes(template, (out / "theta.msgpack").read_bytes())
     assert jax.tree.structure(theta) == jax.tree.structure(template)
     support = fam.sample(jax.random.key(1)).x_support
-    labels = mo.classify(learner, theta, support, np.arange(5), np.zeros((2, 64), np.float32))
+    queries = np.zeros((2, 64), np.float32)
+    labels = mo.learners.classify(learner, theta, support, np.arange(5), queries)
     assert labels.shape == (2,)
 
 

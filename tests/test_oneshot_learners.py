@@ -246,8 +246,9 @@ def test_prototypical_network_meta_training_raises_query_accuracy():
         meta_optimizer=optax.adam(1e-3),
         progress=False,
     )
-    before = mo.episode_accuracies(learner, theta0, fam, jax.random.key(3), num_tasks=200)
-    after = mo.episode_accuracies(learner, res.theta, fam, jax.random.key(3), num_tasks=200)
+    accuracies = mo.evaluation.episode_accuracies
+    before = accuracies(learner, theta0, fam, jax.random.key(3), num_tasks=200)
+    after = accuracies(learner, res.theta, fam, jax.random.key(3), num_tasks=200)
     # Episodes of the meta-training classes (the digits 0-4 and their rotations); 200
     # episodes of 75 queries put the standard error near 0.01, far below the margin.
     assert float(after.mean()) > float(before.mean()) + 0.05

@@ -11,6 +11,7 @@ Example:
 
 from metaopt.evaluation.episodes import (
     episode_accuracies,
+    episode_validation_loss,
     held_out_episodes,
     mean_and_interval,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "baseline_optimizers",
     "baselines",
     "episode_accuracies",
+    "episode_validation_loss",
     "evaluate",
     "held_out_episodes",
     "judge_problem",

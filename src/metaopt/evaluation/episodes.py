@@ -83,7 +83,7 @@ def episode_validation_loss(
     """``validate(theta)``: the mean ``learner.loss`` of ``num_tasks`` fixed held-out episodes.
 
     Compiled once, the family's arrays an argument; with a ``mesh`` the episodes are
-    split over its devices. :func:`~metaopt.validation_loss` returns this for an
+    split over its devices. :func:`~metaopt.evaluation.validation_loss` returns this for an
     episodic learner.
 
     Example:

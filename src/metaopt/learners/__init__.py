@@ -24,8 +24,8 @@ from metaopt.learners.prototypical import prototypical_network
 from metaopt.learners.registry import LEARNERS
 
 __all__ = [
-    "Embedding",
     "LEARNERS",
+    "Embedding",
     "adapt",
     "classify",
     "combine",

@@ -25,8 +25,8 @@ from metaopt.tasks.transformer_lm import transformer_lm_family
 from metaopt.tasks.wide_mlp import wide_mlp_family
 
 __all__ = [
-    "Episode",
     "TASKS",
+    "Episode",
     "batchnorm_conv_family",
     "check_episode",
     "conv_classifier_family",
