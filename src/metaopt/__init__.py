@@ -14,8 +14,15 @@ import warnings
 from metaopt import _moved
 from metaopt.core.optax_adapter import as_optax
 from metaopt.core.sharding import task_mesh
-from metaopt.core.types import Estimator, LearnedOptimizer, MetaLearner, TaskFamily
+from metaopt.core.types import (
+    EpisodicLearner,
+    Estimator,
+    LearnedOptimizer,
+    MetaLearner,
+    TaskFamily,
+)
 from metaopt.core.unroll import unroll
+from metaopt.estimators.episodic import episodic
 from metaopt.estimators.es import es
 from metaopt.estimators.full_bptt import full_bptt
 from metaopt.estimators.maml import fomaml, maml
@@ -32,6 +39,9 @@ from metaopt.learners.combine import combine
 from metaopt.learners.initialization import learned_initialization
 from metaopt.learners.learned_optimizer import learned_optimizer
 from metaopt.learners.learning_rates import meta_sgd, per_parameter_sgd
+from metaopt.learners.mann import memory_augmented_network
+from metaopt.learners.matching import matching_network
+from metaopt.learners.prototypical import prototypical_network
 from metaopt.optimizers.lstm import lstm_optimizer
 from metaopt.optimizers.mlp import mlp_optimizer
 from metaopt.optimizers.versatile import versatile_optimizer
@@ -101,6 +111,7 @@ from metaopt import (  # noqa: E402
 )
 
 __all__ = [
+    "EpisodicLearner",
     "Estimator",
     "LearnedOptimizer",
     "MetaLearner",
@@ -112,6 +123,7 @@ __all__ = [
     "adapt",
     "as_optax",
     "combine",
+    "episodic",
     "es",
     "estimators",
     "evaluate",
@@ -127,6 +139,8 @@ __all__ = [
     "lstm_optimizer",
     "make_meta_step",
     "maml",
+    "matching_network",
+    "memory_augmented_network",
     "meta_sgd",
     "meta_train",
     "mixture",
@@ -138,6 +152,7 @@ __all__ = [
     "pretrained",
     "pretrained_names",
     "pretraining",
+    "prototypical_network",
     "quadratic_family",
     "reptile",
     "rescaled",

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from metaopt.cli import flags
+from metaopt.experiments.oneshot import EPISODIC as EPISODIC_METHODS
 
 
 def _positive_int(text: str) -> int:
@@ -59,10 +60,12 @@ def _add_demo_parser(sub) -> None:
     )
     demo.add_argument(
         "--task",
-        choices=["quadratic", "mlp", "sinusoid", "fewshot"],
+        choices=["quadratic", "mlp", "sinusoid", "fewshot", "oneshot"],
         default="quadratic",
         help="quadratic: §3.1 of the paper; mlp: the MNIST experiment of §3.2; sinusoid, "
-        "fewshot: MAML, FOMAML, Reptile and Meta-SGD against joint pretraining",
+        "fewshot: MAML, FOMAML, Reptile and Meta-SGD against joint pretraining; oneshot: "
+        "matching networks, prototypical networks and a memory-augmented network beside "
+        "the MAML family on the same digit episodes",
     )
     demo.add_argument("--out", type=Path, default=Path("metaopt-demo"), help="output directory")
     demo.add_argument("--seed", type=int, default=0)
@@ -74,7 +77,7 @@ def _add_demo_parser(sub) -> None:
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_demo_training_args(demo.add_argument_group("meta-training and evaluation"))
     _add_demo_mlp_args(demo.add_argument_group("--task mlp"))
-    _add_demo_fewshot_args(demo.add_argument_group("--task sinusoid and --task fewshot"))
+    _add_demo_fewshot_args(demo.add_argument_group("--task sinusoid, fewshot and oneshot"))
 
 
 def _add_demo_training_args(group) -> None:
@@ -144,21 +147,24 @@ def _add_demo_fewshot_args(group) -> None:
         "--meta-steps",
         type=_positive_int,
         default=None,
-        help="sinusoid/fewshot: meta-steps per method (default: 20000 sinusoid, 2000 fewshot)",
+        help="sinusoid/fewshot/oneshot: meta-steps per method (default: 20000 sinusoid, "
+        "2000 fewshot, 1000 oneshot)",
     )
     group.add_argument(
         "--methods",
         nargs="+",
-        choices=["maml", "fomaml", "reptile", "metasgd", "pretrained"],
+        choices=["maml", "fomaml", "reptile", "metasgd", "pretrained", *EPISODIC_METHODS],
         default=None,
-        help="sinusoid/fewshot: run just these methods (default: all five)",
+        help="sinusoid/fewshot: run just these methods (default: all five); oneshot: "
+        f"{', '.join(EPISODIC_METHODS)} and the MAML family (default: all but matching_fce)",
     )
     group.add_argument(
         "--shots",
         type=_positive_int,
         nargs="+",
         default=None,
-        help="sinusoid/fewshot: support examples per task or class (default: 10; 1 and 5)",
+        help="sinusoid/fewshot/oneshot: support examples per task or class (default: 10; "
+        "1 and 5)",
     )
 
 
@@ -394,11 +400,33 @@ def _fewshot_demo(args: argparse.Namespace) -> None:
     print(f"\nwrote {written}")
 
 
+def _oneshot_demo(args: argparse.Namespace) -> None:
+    from metaopt.experiments.oneshot import format_summary, oneshot_demo
+
+    given = dict(
+        seed=args.seed,
+        meta_steps=args.meta_steps,
+        maml_meta_steps=args.meta_steps,
+        num_tasks=args.tasks,
+        meta_lr=args.meta_lr,
+        num_eval_tasks=args.eval_tasks,
+        shots=None if args.shots is None else tuple(args.shots),
+        methods=None if args.methods is None else tuple(args.methods),
+    )
+    kwargs = {k: v for k, v in given.items() if v is not None}
+    results = oneshot_demo(args.out, progress=not args.no_progress, **kwargs)
+    print(format_summary(results))
+    written = ", ".join(str(p) for p in sorted(args.out.glob("*.png")))
+    print(f"\nwrote {args.out / 'results.json'}, {written}")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from metaopt.experiments.learning_to_learn import mlp_demo, quadratic_demo, summary
 
     if args.task in ("sinusoid", "fewshot"):
         return _fewshot_demo(args)
+    if args.task == "oneshot":
+        return _oneshot_demo(args)
 
     sizes = {k: getattr(args, k) or v for k, v in DEMO_DEFAULTS[args.task].items()}
     common = dict(

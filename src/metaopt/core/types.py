@@ -103,6 +103,35 @@ class MetaLearner(NamedTuple):
     tx: Callable[[Theta], optax.GradientTransformation]
 
 
+class EpisodicLearner(NamedTuple):
+    """A learner that classifies an episode's query set from its support set in one pass.
+
+    Matching networks, prototypical networks and memory-augmented networks learn no
+    inner update rule: θ (an embedding network, a controller, memory settings) reads
+    the support set and labels the query set. Their "inner learning" is that pass, so
+    they are not a :class:`MetaLearner` (which has an inner rule, ``tx``); the
+    ``episodic`` estimator turns one into meta-gradients, and everything above the
+    estimator serves both kinds alike.
+
+    Attributes:
+      name: short identifier, e.g. ``"prototypical"``.
+      config: plain values that describe the learner; ``config["ways"]`` is the number
+        of classes per episode it labels.
+      init: ``init(key) -> theta`` draws initial meta-parameters.
+      predict: ``predict(theta, episode, key) -> logits`` of the query set,
+        ``(num_query, ways)``, given the support set (an episode as
+        :class:`~metaopt.tasks.fewshot.Episode`; ``key`` orders sequences).
+      loss: ``loss(theta, episode, key) -> scalar``, the meta-training loss of one
+        episode: the query cross-entropy, or for a sequence learner every step's.
+    """
+
+    name: str
+    config: dict[str, Any]
+    init: Callable[[jax.Array], Theta]
+    predict: Callable[[Theta, TaskConfig, jax.Array], jax.Array]
+    loss: Callable[[Theta, TaskConfig, jax.Array], jax.Array]
+
+
 class Estimator(NamedTuple):
     """Turns θ and its own state into a meta-gradient.
 
@@ -114,7 +143,8 @@ class Estimator(NamedTuple):
       estimate: ``estimate(theta, state, key) -> (meta_grad, state, metrics)``;
         ``metrics`` holds at least ``meta_loss`` and ``loss`` (scalars).
       function_steps: inner steps one ``estimate`` takes, over all its trajectories.
-      learner: the meta-learner whose θ is estimated for.
+      learner: the meta-learner whose θ is estimated for (a :class:`MetaLearner`, or
+        an :class:`EpisodicLearner` for the ``episodic`` estimator).
       data: the task family's arrays (see :class:`TaskFamily`).
       bind: ``bind(data) -> Estimator`` over other arrays of the same shapes.
     """
@@ -124,6 +154,6 @@ class Estimator(NamedTuple):
     init: Callable[[Theta, jax.Array], PyTree]
     estimate: Callable[[Theta, PyTree, jax.Array], tuple[Theta, PyTree, dict[str, jax.Array]]]
     function_steps: int
-    learner: MetaLearner
+    learner: MetaLearner | EpisodicLearner
     data: PyTree = None
     bind: "Callable[[PyTree], Estimator] | None" = None

@@ -6,6 +6,7 @@ Example:
   True
 """
 
+from metaopt.estimators.episodic import episodic
 from metaopt.estimators.es import es
 from metaopt.estimators.full_bptt import full_bptt
 from metaopt.estimators.maml import fomaml, maml
@@ -29,6 +30,7 @@ __all__ = [
     "Objective",
     "RunSpec",
     "constant_schedule",
+    "episodic",
     "es",
     "final_loss",
     "fomaml",

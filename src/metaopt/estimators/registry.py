@@ -9,7 +9,8 @@ every task's whole horizon), ``query`` (needs a family with a query set),
 ``initialization`` (needs a learner with a learned initialization), ``perturbed``
 (evolution strategies), ``differentiates`` (backprop through the inner steps),
 ``diagnosable`` (an estimate of a family's objective over a horizon, which
-:mod:`metaopt.diagnostics` compares with the exact gradient).
+:mod:`metaopt.diagnostics` compares with the exact gradient), ``episodic`` (trains an
+:class:`~metaopt.core.types.EpisodicLearner` on a family's episodes; no inner steps).
 
 Adding an estimator: a module with its factory and ``ENTRY``, and its import and one
 line below. A user
@@ -23,6 +24,7 @@ Example:
 """
 
 from metaopt.core.registry import Registry
+from metaopt.estimators.episodic import ENTRY as EPISODIC
 from metaopt.estimators.es import ENTRY as ES
 from metaopt.estimators.full_bptt import ENTRY as FULL_BPTT
 from metaopt.estimators.maml import ENTRY as MAML
@@ -43,6 +45,7 @@ ESTIMATORS = Registry(
         FOMAML,
         REPTILE,
         PRETRAINING,
+        EPISODIC,
     ],
     aliases={"full": "full_bptt"},
 )

@@ -9,6 +9,12 @@ Example:
   3
 """
 
+from metaopt.evaluation.episodes import (
+    episode_accuracies,
+    episode_validation_loss,
+    held_out_episodes,
+    mean_and_interval,
+)
 from metaopt.evaluation.evaluate import (
     TuneResult,
     baseline_optimizers,
@@ -29,11 +35,15 @@ __all__ = [
     "TuneResult",
     "baseline_optimizers",
     "baselines",
+    "episode_accuracies",
+    "episode_validation_loss",
     "evaluate",
+    "held_out_episodes",
     "judge_problem",
     "learner_curves",
     "log_grid",
     "loss_curves",
+    "mean_and_interval",
     "report_problems",
     "run_curves",
     "selection_problems",

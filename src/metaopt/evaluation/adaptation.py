@@ -24,6 +24,23 @@ def query_loss(family: TaskFamily, cfg: TaskConfig, params: Params) -> jax.Array
     return family.eval_loss(cfg, params, jax.random.key(0))
 
 
+def held_out_task(family: TaskFamily, key: jax.Array) -> tuple[TaskConfig, jax.Array, jax.Array]:
+    """One held-out task drawn from ``key``: its configuration, an init key and a run key.
+
+    Every evaluation of held-out tasks draws them this way, so methods evaluated with
+    the same key meet the same tasks (few-shot episodes).
+
+    Example:
+      >>> import jax
+      >>> from metaopt import sinusoid_family
+      >>> cfg, k_init, k_run = held_out_task(sinusoid_family(), jax.random.key(0))
+      >>> cfg.x_support.shape
+      (10, 1)
+    """
+    k_cfg, k_init, k_run = jax.random.split(key, 3)
+    return family.sample(k_cfg), k_init, k_run
+
+
 def adaptation_curves(
     learner: MetaLearner,
     theta: Theta,
@@ -64,8 +81,7 @@ def adaptation_curves(
     tx = learner.tx(theta)
 
     def one(k: jax.Array) -> jax.Array:
-        k_cfg, k_init, k_steps = jax.random.split(k, 3)
-        cfg = family.sample(k_cfg)
+        cfg, k_init, k_steps = held_out_task(family, k)
         params = learner.init_params(theta, family, cfg, k_init)
 
         loss_fn = functools.partial(family.loss, cfg)

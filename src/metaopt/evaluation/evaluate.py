@@ -11,8 +11,9 @@ from jax.sharding import Mesh
 
 from metaopt.core import checks
 from metaopt.core.sharding import check_divisible, check_mesh, constrain_tasks, jit_replicated
-from metaopt.core.types import MetaLearner, PyTree, TaskFamily, Theta, with_data
+from metaopt.core.types import EpisodicLearner, MetaLearner, PyTree, TaskFamily, Theta, with_data
 from metaopt.core.unroll import InnerState, unroll
+from metaopt.evaluation.episodes import episode_validation_loss
 
 
 class TaskSample(NamedTuple):
@@ -120,7 +121,7 @@ def learner_curves(
 
 
 def validation_loss(
-    learner: MetaLearner,
+    learner: MetaLearner | EpisodicLearner,
     family: TaskFamily,
     key: jax.Array,
     *,
@@ -133,7 +134,9 @@ def validation_loss(
     Compiled once; the family's arrays enter as an argument. Pass it to
     :func:`~metaopt.meta_train` as ``validate=``. With a ``mesh`` (see
     :func:`~metaopt.task_mesh`) the tasks are split over its devices; ``num_tasks``
-    must then divide evenly.
+    must then divide evenly. For an episodic learner, which takes no inner steps, it is
+    the mean episode loss of held-out episodes
+    (:func:`~metaopt.evaluation.episodes.episode_validation_loss`).
 
     Example:
       >>> import jax
@@ -144,6 +147,8 @@ def validation_loss(
       >>> validate(learner.init(jax.random.key(0))) > 0
       True
     """
+    if isinstance(learner, EpisodicLearner):
+        return episode_validation_loss(learner, family, key, num_tasks=num_tasks, mesh=mesh)
     num_tasks = checks.positive_int("num_tasks", num_tasks)
     num_steps = checks.positive_int("num_steps", num_steps)
     _check_tasks(num_tasks, mesh)

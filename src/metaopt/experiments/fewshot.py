@@ -127,6 +127,19 @@ def _tune_fine_tuning(theta, family, key, settings) -> float:
     return min(scores, key=lambda r: scores[r] if np.isfinite(scores[r]) else np.inf)
 
 
+def method_keys(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """:func:`run_methods`' keys: meta-training, tuning, and the held-out tasks.
+
+    Another method evaluated with the third key meets the same held-out tasks.
+
+    Example:
+      >>> len(method_keys(jax.random.key(0)))
+      3
+    """
+    k_train, k_tune, k_eval = jax.random.split(key, 3)
+    return k_train, k_tune, k_eval
+
+
 def run_methods(
     family: TaskFamily,
     eval_family: TaskFamily,
@@ -138,7 +151,7 @@ def run_methods(
     progress: bool = True,
 ) -> tuple[dict[str, dict], dict[str, Any]]:
     """Meta-trains and evaluates each method; returns summaries and what plots need."""
-    k_train, k_tune, k_eval = jax.random.split(key, 3)
+    k_train, k_tune, k_eval = method_keys(key)
     results, fitted = {}, {}
     for name in methods:
         learner, est, meta_opt = _method(name, family, settings)

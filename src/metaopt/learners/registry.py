@@ -4,11 +4,15 @@ Each learner declares its :class:`~metaopt.core.registry.Entry` in its own modul
 ``entry.build(lopt, family, options) -> MetaLearner`` takes the run's learned optimizer
 (used by learners with the ``optimizer`` trait), its task family and the entry's
 options. Traits: ``optimizer`` (θ holds a learned optimizer's weights),
-``initialization`` (θ holds the inner run's initialization; Reptile needs one).
+``initialization`` (θ holds the inner run's initialization; Reptile needs one),
+``episodic`` (an :class:`~metaopt.core.types.EpisodicLearner`, built for the family's
+episodes and trained by the ``episodic`` estimator).
 
 Example:
   >>> LEARNERS.names("initialization")
   ('learned_init', 'metasgd', 'learned_init+optimizer')
+  >>> LEARNERS.names("episodic")
+  ('prototypical', 'matching', 'mann')
 """
 
 from metaopt.core.registry import Entry, Registry
@@ -19,6 +23,9 @@ from metaopt.learners.initialization import learned_initialization
 from metaopt.learners.learned_optimizer import ENTRY as LEARNED_OPTIMIZER
 from metaopt.learners.learned_optimizer import learned_optimizer
 from metaopt.learners.learning_rates import ENTRY as METASGD
+from metaopt.learners.mann import ENTRY as MANN
+from metaopt.learners.matching import ENTRY as MATCHING
+from metaopt.learners.prototypical import ENTRY as PROTOTYPICAL
 
 
 def _init_and_optimizer(lopt: LearnedOptimizer, family: TaskFamily, options: None) -> MetaLearner:
@@ -39,5 +46,8 @@ LEARNERS = Registry(
             "θ is an initialization and a learned optimizer's weights, jointly",
             frozenset({"initialization", "optimizer"}),
         ),
+        PROTOTYPICAL,
+        MATCHING,
+        MANN,
     ],
 )

@@ -137,22 +137,63 @@ def _cell_bwd(residuals, cotangents):
 _cell.defvjp(_cell_fwd, _cell_bwd)
 
 
+def init_lstm_cell(
+    key: jax.Array, num_inputs: int, hidden_size: int, *, recurrent_size: int | None = None
+) -> dict:
+    """One LSTM cell's weights ``{"wx", "wh", "b"}``.
+
+    Gates are ordered input, forget, candidate, output. Weights are
+    N(0, 1/(num_inputs + hidden_size)); the forget gate's bias starts at 1.
+
+    Args:
+      key: draws the weights.
+      num_inputs: width of the input.
+      hidden_size: width of the hidden and cell states.
+      recurrent_size: width of the recurrent input ``h`` if it is not the hidden
+        state alone (matching networks' attention LSTM feeds ``[h, r]``).
+
+    Example:
+      >>> import jax
+      >>> w = init_lstm_cell(jax.random.key(0), 3, 4)
+      >>> w["wx"].shape, w["wh"].shape, w["b"].shape
+      ((3, 16), (4, 16), (16,))
+    """
+    recurrent_size = hidden_size if recurrent_size is None else recurrent_size
+    kx, kh = jax.random.split(key)
+    bias = jnp.zeros((4 * hidden_size,)).at[hidden_size : 2 * hidden_size].set(1.0)
+    return {
+        "wx": jax.random.normal(kx, (num_inputs, 4 * hidden_size))
+        / jnp.sqrt(num_inputs + hidden_size),
+        "wh": jax.random.normal(kh, (recurrent_size, 4 * hidden_size))
+        / jnp.sqrt(num_inputs + hidden_size),
+        "b": bias,
+    }
+
+
+def lstm_cell(
+    weights: dict, x: jax.Array, h: jax.Array, c: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """One step of the LSTM cell ``weights`` (from :func:`init_lstm_cell`); returns ``(h, c)``.
+
+    The optimizer's own cell, differentiated by autodiff; rows of ``x``, ``h`` and
+    ``c`` (or single vectors) step independently.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> w = init_lstm_cell(jax.random.key(0), 3, 4)
+      >>> h, c = lstm_cell(w, jnp.ones(3), jnp.zeros(4), jnp.zeros(4))
+      >>> h.shape, c.shape
+      ((4,), (4,))
+    """
+    return _cell_autodiff(weights["wx"], weights["wh"], weights["b"], x, h, c)
+
+
 def _init_theta(key: jax.Array, num_layers: int, hidden_size: int, num_inputs: int) -> Theta:
     keys = jax.random.split(key, num_layers + 1)
     cells = []
     for layer, k in enumerate(keys[:-1]):
         fan_in = num_inputs if layer == 0 else hidden_size
-        kx, kh = jax.random.split(k)
-        bias = jnp.zeros((4 * hidden_size,)).at[hidden_size : 2 * hidden_size].set(1.0)
-        cells.append(
-            {
-                "wx": jax.random.normal(kx, (fan_in, 4 * hidden_size))
-                / jnp.sqrt(fan_in + hidden_size),
-                "wh": jax.random.normal(kh, (hidden_size, 4 * hidden_size))
-                / jnp.sqrt(fan_in + hidden_size),
-                "b": bias,
-            }
-        )
+        cells.append(init_lstm_cell(k, fan_in, hidden_size))
     out = {
         "w": 0.1 * jax.random.normal(keys[-1], (hidden_size, 1)) / jnp.sqrt(hidden_size),
         "b": jnp.zeros((1,)),

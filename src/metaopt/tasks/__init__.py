@@ -15,7 +15,8 @@ from metaopt.tasks.classification import (
     mlp_classifier_family,
 )
 from metaopt.tasks.conv import conv_classifier_family
-from metaopt.tasks.fewshot import fewshot_family, query_accuracy
+from metaopt.tasks.fewshot import Episode, check_episode, fewshot_family, query_accuracy
+from metaopt.tasks.omniglot import omniglot
 from metaopt.tasks.quadratic import quadratic_family
 from metaopt.tasks.registry import TASKS
 from metaopt.tasks.regression import mlp_regression_family
@@ -25,7 +26,9 @@ from metaopt.tasks.wide_mlp import wide_mlp_family
 
 __all__ = [
     "TASKS",
+    "Episode",
     "batchnorm_conv_family",
+    "check_episode",
     "conv_classifier_family",
     "datasets",
     "fewshot_family",
@@ -33,6 +36,7 @@ __all__ = [
     "mixed_mlp_classifier_family",
     "mlp_classifier_family",
     "mlp_regression_family",
+    "omniglot",
     "quadratic_family",
     "query_accuracy",
     "rescaled",

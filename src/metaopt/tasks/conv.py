@@ -19,6 +19,58 @@ from metaopt.tasks.datasets import Dataset, digits
 BATCH_NORM_EPS = 1e-5
 
 
+def init_conv_layers(
+    keys: jax.Array, in_channels: int, channels: tuple[int, ...], kernel_size: int
+) -> list[dict]:
+    """Convolution blocks' params ``[{"w", "scale", "offset"}, ...]`` (HWIO kernels).
+
+    Kernels are N(0, 1/fan_in), one key of ``keys`` per block; the normalization's
+    scales start at one, offsets at zero.
+
+    Example:
+      >>> import jax
+      >>> keys = jax.random.split(jax.random.key(0), 2)
+      >>> [l["w"].shape for l in init_conv_layers(keys, 1, (4, 8), 3)]
+      [(3, 3, 1, 4), (3, 3, 4, 8)]
+    """
+    layers = []
+    for k, c_in, c_out in zip(keys, (in_channels, *channels[:-1]), channels, strict=True):
+        fan_in = kernel_size * kernel_size * c_in
+        shape = (kernel_size, kernel_size, c_in, c_out)
+        layers.append(
+            {
+                "w": jax.random.normal(k, shape) / jnp.sqrt(fan_in),
+                "scale": jnp.ones(c_out),
+                "offset": jnp.zeros(c_out),
+            }
+        )
+    return layers
+
+
+def conv_features(layers: list[dict], images: jax.Array) -> jax.Array:
+    """Flattened features of NHWC ``images`` after conv, batch norm, ReLU, 2×2 max-pool blocks.
+
+    Batch normalization uses the statistics of ``images`` (the current batch).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> layers = init_conv_layers(jax.random.split(jax.random.key(0), 2), 1, (4, 8), 3)
+      >>> conv_features(layers, jnp.ones((2, 8, 8, 1))).shape
+      (2, 32)
+    """
+    h = images
+    for layer in layers:
+        h = jax.lax.conv_general_dilated(
+            h, layer["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        mean = h.mean(axis=(0, 1, 2))
+        var = h.var(axis=(0, 1, 2))
+        h = (h - mean) * jax.lax.rsqrt(var + BATCH_NORM_EPS) * layer["scale"] + layer["offset"]
+        h = jax.nn.relu(h)
+        h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    return h.reshape(h.shape[0], -1)
+
+
 def conv_forward(params: dict, images: jax.Array) -> jax.Array:
     """Logits of the conv net for NHWC ``images``.
 
@@ -33,17 +85,7 @@ def conv_forward(params: dict, images: jax.Array) -> jax.Array:
       (2, 3)
 
     """
-    h = images
-    for layer in params["conv"]:
-        h = jax.lax.conv_general_dilated(
-            h, layer["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
-        mean = h.mean(axis=(0, 1, 2))
-        var = h.var(axis=(0, 1, 2))
-        h = (h - mean) * jax.lax.rsqrt(var + BATCH_NORM_EPS) * layer["scale"] + layer["offset"]
-        h = jax.nn.relu(h)
-        h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-    h = h.reshape(h.shape[0], -1)
+    h = conv_features(params["conv"], images)
     hidden = params["hidden"]
     h = jax.nn.relu(h @ hidden["w"] + hidden["b"])
     return h @ params["out"]["w"] + params["out"]["b"]
@@ -110,18 +152,9 @@ def conv_classifier_family(
 
         def init(cfg: jax.Array, key: jax.Array) -> dict:
             del cfg
-            keys = iter(jax.random.split(key, len(channels) + 2))
-            conv = []
-            for c_in, c_out in zip((in_channels, *channels[:-1]), channels, strict=True):
-                fan_in = kernel_size * kernel_size * c_in
-                shape = (kernel_size, kernel_size, c_in, c_out)
-                conv.append(
-                    {
-                        "w": jax.random.normal(next(keys), shape) / jnp.sqrt(fan_in),
-                        "scale": jnp.ones(c_out),
-                        "offset": jnp.zeros(c_out),
-                    }
-                )
+            all_keys = jax.random.split(key, len(channels) + 2)
+            conv = init_conv_layers(all_keys[: len(channels)], in_channels, channels, kernel_size)
+            keys = iter(all_keys[len(channels) :])
 
             def dense(k, n_in, n_out):
                 w = jax.random.normal(k, (n_in, n_out)) / jnp.sqrt(n_in)

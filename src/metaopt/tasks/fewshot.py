@@ -40,6 +40,47 @@ class Episode(NamedTuple):
     y_query: jax.Array
 
 
+def check_episode(episode: Episode, ways: int) -> None:
+    """Raises, naming the field, unless ``episode``'s concrete arrays form a ``ways``-way episode.
+
+    Support and query examples are ``(n, features)`` with matching labels ``(n,)``;
+    every class ``0..ways-1`` has a support example, and every query label is one of
+    them (a learner labels the query set only with classes it was shown).
+
+    Example:
+      >>> import numpy as np
+      >>> ep = Episode(np.zeros((2, 3)), np.array([0, 1]), np.zeros((1, 3)), np.array([2]))
+      >>> check_episode(ep, 2)
+      Traceback (most recent call last):
+      ...
+      ValueError: y_query has classes [2] that are not in the support set (y_support has [0, 1])
+    """
+    ways = checks.positive_int("ways", ways)
+    x_s, y_s, x_q, y_q = (np.asarray(a) for a in episode)
+    if x_s.ndim != 2 or x_q.ndim != 2 or x_s.shape[1] != x_q.shape[1]:
+        raise ValueError(
+            f"x_support and x_query must be (n, features) with the same features, got "
+            f"{x_s.shape} and {x_q.shape}"
+        )
+    for name, x, y in (("y_support", x_s, y_s), ("y_query", x_q, y_q)):
+        if y.ndim != 1 or len(y) != len(x):
+            raise ValueError(f"{name} must hold one label per example ({len(x)}), got {y.shape}")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise TypeError(f"{name} must hold integer labels, got dtype {y.dtype}")
+    if len(y_s) == 0:
+        raise ValueError("y_support is empty: an episode needs at least one shot per class")
+    shown = sorted(set(y_s.tolist()))
+    if shown != list(range(ways)):
+        raise ValueError(
+            f"y_support must hold every class 0..{ways - 1} (ways={ways}), got classes {shown}"
+        )
+    unseen = sorted(set(y_q.tolist()) - set(shown))
+    if unseen:
+        raise ValueError(
+            f"y_query has classes {unseen} that are not in the support set (y_support has {shown})"
+        )
+
+
 def grouped_by_class(dataset: Dataset, classes: Sequence[int], *, rotations: int = 1) -> np.ndarray:
     """All examples of ``classes`` (every split), ``(num_classes, per_class, features)``.
 
@@ -203,5 +244,5 @@ ENTRY = Entry(
     _build,
     None,
     "5-way 1-shot episodes of the digits: train on 0-4, evaluate on 5-9",
-    frozenset({"query"}),
+    frozenset({"query", "episodes"}),
 )

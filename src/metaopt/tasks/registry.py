@@ -3,8 +3,9 @@
 Each family declares its :class:`~metaopt.core.registry.Entry` in its own module;
 ``entry.build(split) -> TaskFamily`` with ``split`` one of ``"train"`` (meta-training),
 ``"val"`` (validation, tuning) and ``"test"`` (evaluation); families without a fixed
-dataset draw fresh tasks for every split. Trait: ``query`` (the family has a query set
-in ``eval_loss``, as MAML needs).
+dataset draw fresh tasks for every split. Traits: ``query`` (the family has a query set
+in ``eval_loss``, as MAML needs), ``episodes`` (its configurations are N-way K-shot
+episodes, :class:`~metaopt.tasks.fewshot.Episode`, which episodic learners read).
 
 Example:
   >>> TASKS["quadratic"].build("train").name

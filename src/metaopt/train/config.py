@@ -172,6 +172,29 @@ def _resolve_options(config: TrainConfig, given: dict[str, Any]) -> dict[str, An
     return used
 
 
+def _check_episodic(config: TrainConfig) -> None:
+    """An episodic learner goes with the episodic estimator, on a family of episodes."""
+    estimator = "episodic" in ESTIMATORS[config.estimator].traits
+    learner = "episodic" in LEARNERS[config.learner].traits
+    if estimator and not learner:
+        names = ", ".join(repr(n) for n in LEARNERS.names("episodic"))
+        raise ValueError(
+            f"estimator {config.estimator!r} trains an episodic learner: set learner to one "
+            f"of {names}"
+        )
+    if learner and not estimator:
+        names = ", ".join(repr(n) for n in ESTIMATORS.names("episodic"))
+        raise ValueError(
+            f"learner {config.learner!r} has no inner steps to unroll: set estimator to "
+            f"{names}"
+        )
+    if estimator and "episodes" not in TASKS[config.task].traits:
+        raise ValueError(
+            f"estimator {config.estimator!r} reads N-way K-shot episodes: task must be one "
+            f"of {list(TASKS.names('episodes'))}, got {config.task!r}"
+        )
+
+
 def _check_combination(config: TrainConfig) -> None:
     """Raises for entries that do not go together, or truncations longer than a task."""
     estimator = ESTIMATORS[config.estimator]
@@ -184,6 +207,7 @@ def _check_combination(config: TrainConfig) -> None:
             f"estimator {config.estimator!r} needs a learned initialization: set learner "
             f"to one of {names}"
         )
+    _check_episodic(config)
     if "query" in estimator.traits and "query" not in TASKS[config.task].traits:
         raise ValueError(
             f"estimator {config.estimator!r} measures a query set: task must be one of "
