@@ -3,7 +3,8 @@
 A new estimator gets these checks by registering itself: no recompilation on the second
 meta-step, a checkpointed run that resumes bit-identically, and options that reject bad
 values with an error naming the option. Each runs on the smallest problem its traits
-allow (a query set for MAML, a learned initialization for Reptile).
+allow (a query set for MAML, a learned initialization for Reptile, an episodic learner
+for the episodic estimator).
 """
 
 import dataclasses
@@ -23,7 +24,13 @@ from metaopt.train.loop import init_meta_train_state, meta_train
 def tiny(name: str):
     """The estimator ``name`` on a tiny problem its traits accept, with its default options."""
     entry = ESTIMATORS[name]
-    if "query" in entry.traits or "initialization" in entry.traits:
+    if "episodic" in entry.traits:
+        from metaopt.learners.registry import LEARNERS
+        from metaopt.tasks.datasets import digits
+
+        family = mo.fewshot_family(digits(), classes=range(5), ways=2, shots=1, query_shots=2)
+        learner = LEARNERS[LEARNERS.names("episodic")[0]].build(None, family, None)
+    elif "query" in entry.traits or "initialization" in entry.traits:
         family = mo.sinusoid_family(shots=2, hidden_sizes=(4,))
         learner = mo.learned_initialization(family, optax.sgd(0.01))
     else:
