@@ -108,12 +108,12 @@ def against_start(start: float, best: float, at: int | None) -> str:
       >>> against_start(0.5, 0.25, 300)
       'best validation loss 0.25 at meta-step 300, 2× lower than the starting θ (0.5)'
       >>> against_start(0.5, 0.5, None)
-      'validation never improved on the starting θ (loss 0.5): the saved optimizer is the starting θ; see metrics.jsonl and try another meta-learning rate or more meta-steps'
+      'validation never improved on the starting θ (loss 0.5): what was saved is the starting θ; see metrics.jsonl and try another meta-learning rate or more meta-steps'
     """  # noqa: E501
     if at is None or not best < start:
         return (
-            f"validation never improved on the starting θ (loss {start:.4g}): the saved "
-            "optimizer is the starting θ; see metrics.jsonl and try another meta-learning "
+            f"validation never improved on the starting θ (loss {start:.4g}): what was saved "
+            "is the starting θ; see metrics.jsonl and try another meta-learning "
             "rate or more meta-steps"
         )
     return (
