@@ -15,6 +15,7 @@ from metaopt.estimators.es import es
 from metaopt.estimators.full_bptt import full_bptt
 from metaopt.estimators.maml import fomaml, maml
 from metaopt.estimators.mixture import mixture
+from metaopt.estimators.nres import nres
 from metaopt.estimators.objectives import (
     Objective,
     final_loss,
@@ -113,6 +114,7 @@ __all__ = [
     "mixture",
     "mlp_optimizer",
     "mlp_regression_family",
+    "nres",
     "per_parameter_sgd",
     "pes",
     "pretrained",

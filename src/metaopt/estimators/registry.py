@@ -22,7 +22,7 @@ Example:
 """
 
 from metaopt.core.registry import Registry
-from metaopt.estimators import es, full_bptt, maml, pes, pretraining, reptile, tbptt
+from metaopt.estimators import es, full_bptt, maml, nres, pes, pretraining, reptile, tbptt
 
 ESTIMATORS = Registry(
     "estimator",
@@ -31,6 +31,7 @@ ESTIMATORS = Registry(
         full_bptt.ENTRY,
         es.ENTRY,
         pes.ENTRY,
+        nres.ENTRY,
         maml.ENTRY,
         maml.FIRST_ORDER_ENTRY,
         reptile.ENTRY,

@@ -252,6 +252,7 @@ def advance(
     second_order: bool = False,
     remat: str = "step",
     unroll: int = 1,
+    fresh_theta: Theta | None = None,
 ) -> tuple[TaskState, Trace]:
     """:func:`run_truncation` with the replacement task given.
 
@@ -274,6 +275,9 @@ def advance(
       remat: see :func:`scan_with_remat`.
       unroll: inner steps per iteration of the compiled loop (see
         :func:`scan_with_remat`).
+      fresh_theta: the meta-parameters the replacement task trains with, from its
+        first step on (NRES gives a new episode its own perturbation); ``theta`` if
+        None. ``fresh`` should have been drawn with them.
 
     Returns:
       ``(task, trace)`` as :func:`run_truncation`.
@@ -291,7 +295,8 @@ def advance(
         loss, grads = loss_and_grad(task.cfg, inner.params, k_grad)
         if not second_order:
             grads = jax.lax.stop_gradient(grads)
-        updates, opt_state = tx.update(grads, inner.opt_state, inner.params)
+        step_tx = tx if fresh_theta is None else learner.tx(_select(replaced, fresh_theta, theta))
+        updates, opt_state = step_tx.update(grads, inner.opt_state, inner.params)
         params = optax.apply_updates(inner.params, updates)
         measure = objective.measure(family, task.cfg, params, k_measure)
         coef = coefficients(objective, inner.step, task.horizon, length)
