@@ -153,7 +153,7 @@ def run(name: str, truncation: int, args) -> dict:
     return {
         "estimator": name,
         "truncation": truncation,
-        "theta": thetas,
+        "theta": [float(f"{t:.7g}") for t in thetas],  # float32 precision
         "final_theta": thetas[-1],
         "skipped_updates": int(skipped),
         "seconds": seconds,
