@@ -119,11 +119,13 @@ def nres(
 
     def build(fam: TaskFamily) -> Estimator:
         def init(theta, key):
-            k_tasks, k_eps = jax.random.split(key)
+            # The tasks from ``key`` itself, as PES and ES draw them: for one key, every
+            # estimator meets the same tasks.
             tasks = init_particles(
-                learner, fam, schedule, theta, k_tasks, num_tasks, num_perturbations, desync=desync
+                learner, fam, schedule, theta, key, num_tasks, num_perturbations, desync=desync
             )
-            return NRESState(tasks, tasks, perturbations(theta, k_eps, n, std))
+            eps = perturbations(theta, jax.random.fold_in(key, 1), n, std)
+            return NRESState(tasks, tasks, eps)
 
         def estimate(theta, state: NRESState, key):
             # A fresh ε' for every particle, used only by those whose task is replaced
