@@ -232,6 +232,7 @@ def truncation_estimates(
     Example:
       >>> import jax
       >>> from metaopt.diagnostics.problems import quadratic_learning_rates
+      >>> from metaopt.estimators.tbptt import tbptt
       >>> p = quadratic_learning_rates(dim=3)
       >>> est = tbptt(p.learner, p.family, num_tasks=2, truncation=3, horizon=6)
       >>> truncation_estimates(est, p.theta, jax.random.key(0), horizon=6)["log_lr"].shape
