@@ -8,14 +8,15 @@ meta-step. 4096 particles (each 4 tasks, one antithetic pair per task) make the
 standard error of PES's and NRES's relative bias about 0.05, so their bias is told
 apart from truncated BPTT's (0.25 to 0.8).
 
-Then one meta-step's estimate, window by window (``window_report``), for PES and NRES
-at the same truncation, tasks and pairs, so at equal compute: each window's error
-variance, measured over the particles and predicted from exact per-window derivatives
-(``predicted_error_variance``). Writes the rows to
-benchmarks/results/estimator_diagnostics-<stamp>.json, the sweep's plot next to it
-(.png) and the PES/NRES variance plot (-variance.png).
+Then (``--part windows``) one meta-step's estimate, window by window
+(``window_report``), for PES and NRES at the same truncation, tasks and pairs, so at
+equal compute: each window's error variance, measured over 2048 particles and predicted
+from exact per-window derivatives on the first 256 particles' tasks
+(``predicted_error_variance``). The sweep writes
+benchmarks/results/estimator_diagnostics-<stamp>.json and its plot (.png); the windows
+part estimator_diagnostics_windows-<stamp>.json and the PES/NRES variance plot (.png).
 
-Run: python benchmarks/estimator_diagnostics.py [--particles R]
+Run: python benchmarks/estimator_diagnostics.py [--part sweep|windows|all] [--particles R]
 """
 
 import argparse
@@ -60,14 +61,14 @@ def window_summary(rows: list[dict]) -> list[dict]:
     return out
 
 
-def plot_variance(windows: list[dict], summary: list[dict], sweep: list[dict], path) -> None:
+def plot_variance(windows: list[dict], summary: list[dict], path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colors = {"pes": "C2", "nres": "C3"}
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
     ax = axes[0]
     for name, color in colors.items():
         own = [r for r in windows if r["estimator"] == name and r["truncation"] == TRUNCATION]
@@ -115,23 +116,6 @@ def plot_variance(windows: list[dict], summary: list[dict], sweep: list[dict], p
     )
     ax.set_xticks(TRUNCATIONS, [str(k) for k in TRUNCATIONS])
     ax.legend(fontsize=8)
-    ax = axes[2]
-    for name, color in colors.items():
-        own = sorted(
-            (r for r in sweep if r["estimator"] == name and r["horizon"] == HORIZON),
-            key=lambda r: r["truncation"],
-        )
-        ax.plot([r["truncation"] for r in own], [r["error_variance"] for r in own], "o-",
-                color=color, label=name.upper())  # fmt: skip
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel=f"truncation K (H = {HORIZON})",
-        ylabel="error variance of a horizon's summed estimates",
-        title="a whole horizon's sum (windows covary)",
-    )
-    ax.set_xticks(TRUNCATIONS, [str(k) for k in TRUNCATIONS])
-    ax.legend(fontsize=8)
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
@@ -139,33 +123,64 @@ def plot_variance(windows: list[dict], summary: list[dict], sweep: list[dict], p
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--particles", type=int, default=4096)
-    parser.add_argument("--num-tasks", type=int, default=4)
-    parser.add_argument("--std", type=float, default=0.01)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+def problem_record(problem) -> dict:
+    return {
+        "learner": problem.learner.name,
+        **problem.learner.config,
+        "family": problem.family.name,
+        "theta": {k: v.tolist() for k, v in problem.theta.items()},
+        "num_tasks": problem.num_tasks,
+        "second_order": problem.second_order,
+        "objective": "mean",
+    }
 
-    problem = quadratic_learning_rates(num_tasks=args.num_tasks)
-    options = {name: {"std": args.std} for name in ANTITHETIC}
+
+def run_sweep(problem, options, args) -> None:
     common = dict(num_particles=args.particles, key=jax.random.key(args.seed), options=options)
     start = time.perf_counter()
     rows = estimator_report(problem, ESTIMATORS, TRUNCATIONS, (HORIZON,), **common)
     other = tuple(h for h in HORIZONS if h != HORIZON)  # (K, H) = (10, 100) is done
     rows += estimator_report(problem, ESTIMATORS, (TRUNCATION,), other, **common)
     rows.sort(key=lambda r: (r["horizon"], r["truncation"], ESTIMATORS.index(r["estimator"])))
-    sweep_seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start
     print(format_report(rows))
-    print(f"\n{sweep_seconds:.0f} s (compilation included)\n", flush=True)
+    print(f"\n{seconds:.0f} s (compilation included)\n", flush=True)
+    path = write(
+        "estimator_diagnostics",
+        {
+            "problem": problem_record(problem),
+            "estimators": list(ESTIMATORS),
+            "truncations_at_horizon": {"horizon": HORIZON, "truncations": list(TRUNCATIONS)},
+            "horizons_at_truncation": {"truncation": TRUNCATION, "horizons": list(HORIZONS)},
+            "num_particles": args.particles,
+            "options": options,
+            "seed": args.seed,
+            "seconds": seconds,
+            "rows": rows,
+        },
+    )
+    png = path.with_suffix(".png")
+    title = (
+        f"Meta-gradient estimators vs the exact full-horizon gradient: per-coordinate SGD "
+        f"learning rates on 10-d quadratics ({args.particles} particles × "
+        f"{args.num_tasks} tasks, σ = {args.std})"
+    )
+    plot_report(rows, png, title=title)
+    print(f"wrote {path}\nwrote {png}", flush=True)
 
+
+def run_windows(problem, options, args) -> None:
     start = time.perf_counter()
     windows = []
     for k in TRUNCATIONS:
-        windows += window_report(problem, ("pes", "nres"), k, HORIZON, **common)
-    window_seconds = time.perf_counter() - start
+        windows += window_report(
+            problem, ("pes", "nres"), k, HORIZON, num_particles=args.window_particles,
+            key=jax.random.key(args.seed), options=options,
+            predict_particles=args.predict_particles,
+        )  # fmt: skip
+    seconds = time.perf_counter() - start
     summary = window_summary(windows)
-    print("one meta-step's estimate, mean over the horizon's windows (H = 100):")
+    print(f"one meta-step's estimate, mean over the horizon's windows (H = {HORIZON}):")
     print("| K | function steps | PES error variance | NRES error variance | NRES / PES |")
     print("| --- | --- | --- | --- | --- |")
     for k in TRUNCATIONS:
@@ -177,43 +192,45 @@ def main() -> None:
             f"(pred. {n['mean_predicted_error_variance']:.4g}) | "
             f"{n['mean_error_variance'] / p['mean_error_variance']:.3f} |"
         )
-    print(f"\n{window_seconds:.0f} s (compilation included)")
-
+    print(f"\n{seconds:.0f} s (compilation included)")
     path = write(
-        "estimator_diagnostics",
+        "estimator_diagnostics_windows",
         {
-            "problem": {
-                "learner": problem.learner.name,
-                **problem.learner.config,
-                "family": problem.family.name,
-                "theta": {k: v.tolist() for k, v in problem.theta.items()},
-                "num_tasks": problem.num_tasks,
-                "second_order": problem.second_order,
-                "objective": "mean",
-            },
-            "estimators": list(ESTIMATORS),
-            "truncations_at_horizon": {"horizon": HORIZON, "truncations": list(TRUNCATIONS)},
-            "horizons_at_truncation": {"truncation": TRUNCATION, "horizons": list(HORIZONS)},
-            "num_particles": args.particles,
+            "problem": problem_record(problem),
+            "estimators": ["pes", "nres"],
+            "horizon": HORIZON,
+            "truncations": list(TRUNCATIONS),
+            "num_particles": args.window_particles,
+            "predict_particles": args.predict_particles,
             "options": options,
             "seed": args.seed,
-            "seconds": sweep_seconds,
-            "rows": rows,
-            "window_seconds": window_seconds,
-            "window_rows": windows,
-            "window_summary": summary,
+            "seconds": seconds,
+            "rows": windows,
+            "summary": summary,
         },
     )
     png = path.with_suffix(".png")
-    title = (
-        f"Meta-gradient estimators vs the exact full-horizon gradient: per-coordinate SGD "
-        f"learning rates on 10-d quadratics ({args.particles} particles × "
-        f"{args.num_tasks} tasks, σ = {args.std})"
-    )
-    plot_report(rows, png, title=title)
-    variance_png = path.with_name(path.stem + "-variance.png")
-    plot_variance(windows, summary, rows, variance_png)
-    print(f"wrote {path}\nwrote {png}\nwrote {variance_png}")
+    plot_variance(windows, summary, png)
+    print(f"wrote {path}\nwrote {png}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--part", choices=("sweep", "windows", "all"), default="all")
+    parser.add_argument("--particles", type=int, default=4096, help="sweep particles")
+    parser.add_argument("--window-particles", type=int, default=2048)
+    parser.add_argument("--predict-particles", type=int, default=256)
+    parser.add_argument("--num-tasks", type=int, default=4)
+    parser.add_argument("--std", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    problem = quadratic_learning_rates(num_tasks=args.num_tasks)
+    options = {name: {"std": args.std} for name in ANTITHETIC}
+    if args.part in ("sweep", "all"):
+        run_sweep(problem, options, args)
+    if args.part in ("windows", "all"):
+        run_windows(problem, options, args)
 
 
 if __name__ == "__main__":

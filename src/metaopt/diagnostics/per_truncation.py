@@ -184,6 +184,7 @@ def window_report(
     num_particles: int = 256,
     key: jax.Array | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    predict_particles: int | None = None,
 ) -> list[dict[str, Any]]:
     """Bias, variance and cosine of each window's estimate, per estimator.
 
@@ -198,6 +199,9 @@ def window_report(
         for every estimator).
       key: the particles' keys derive from it; ``jax.random.key(0)`` if None.
       options: extra factory arguments per estimator (``std`` defaults to 0.01).
+      predict_particles: predict PES's and NRES's variance on the tasks of only the
+        first this many particles (it costs H/K · size(θ) forward passes per task, the
+        measurement a few); all of them if None.
 
     Returns:
       One dict per estimator and window: ``estimator``, ``truncation``, ``horizon``,
@@ -206,7 +210,7 @@ def window_report(
       :func:`~metaopt.diagnostics.summarize` of that window's estimates against its
       exact gradients (``error_variance`` is the estimator's own noise), with
       ``error_variance_stderr`` and, for PES and NRES, ``predicted_error_variance``
-      (:func:`predicted_error_variance`, averaged over the particles).
+      (:func:`predicted_error_variance`, averaged over the particles it ran on).
 
     Example:
       >>> rows = window_report(quadratic_learning_rates(dim=3, num_tasks=2), ("tbptt",),
@@ -232,6 +236,8 @@ def window_report(
         raise ValueError(f"num_particles must be at least 2 for a variance, got {num_particles}")
     key = jax.random.key(0) if key is None else checks.prng_key("key", key)
     keys = jax.random.split(key, num_particles)
+    if predict_particles is not None:
+        predict_particles = checks.positive_int("predict_particles", predict_particles)
     options = dict(options or {})
     sizes = dict(truncation=truncation, horizon=horizon)
     truths = window_truths(problem, keys, **sizes)
@@ -243,9 +249,9 @@ def window_report(
         predicted = None
         if name in ("pes", "nres"):
             pairs = est.config["num_perturbations"]
-            predicted = predicted_error_variance(problem, keys, num_perturbations=pairs, **sizes)[
-                name
-            ].mean(axis=0)
+            predicted = predicted_error_variance(
+                problem, keys[:predict_particles], num_perturbations=pairs, **sizes
+            )[name].mean(axis=0)
         for w in range(horizon // truncation):
             err = estimates[:, w] - truths[:, w]
             row = {"estimator": name, **sizes, "window": w + 1}
