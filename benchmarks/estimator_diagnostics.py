@@ -66,6 +66,7 @@ def plot_variance(windows: list[dict], summary: list[dict], path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     colors = {"pes": "C2", "nres": "C3"}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
@@ -115,8 +116,11 @@ def plot_variance(windows: list[dict], summary: list[dict], path) -> None:
         title="one meta-step, averaged over the horizon's windows",
     )
     ax.set_xticks(TRUNCATIONS, [str(k) for k in TRUNCATIONS])
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.legend(fontsize=8)
     for ax in axes:
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
         ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
