@@ -57,14 +57,14 @@ def test_round_trip_restores_every_array_and_counter_exactly(tmp_path, run):
     assert metadata == {"note": "x", "none": None}
 
 
-@pytest.mark.parametrize("name", ["tbptt", "es", "pes", "full"])
+@pytest.mark.parametrize("name", ["tbptt", "es", "pes", "nres", "full"])
 def test_resuming_from_a_checkpoint_ends_where_the_uninterrupted_run_ends(tmp_path, name):
     learner = mo.learned_optimizer(mo.lstm_optimizer(hidden_size=4))
     family = mo.quadratic_family(dim=3)
     if name == "full":
         est = mo.full_bptt(learner, family, num_tasks=2, horizon=5)
     else:
-        factory = {"tbptt": mo.tbptt, "es": mo.es, "pes": mo.pes}[name]
+        factory = {"tbptt": mo.tbptt, "es": mo.es, "pes": mo.pes, "nres": mo.nres}[name]
         est = factory(learner, family, num_tasks=2, truncation=5, horizon=10, desync=True)
     kw = dict(num_steps=6, validate=validate, validate_every=2, progress=False)
 

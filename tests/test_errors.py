@@ -93,7 +93,7 @@ def test_non_integer_size_is_a_type_error():
 def test_estimators_reject_bad_sizes(lstm, kwargs, name):
     lopt, _ = lstm
     args = dict(num_tasks=2, truncation=5, horizon=10) | kwargs
-    for factory in (mo.tbptt, mo.es, mo.pes):
+    for factory in (mo.tbptt, mo.es, mo.pes, mo.nres):
         with pytest.raises(ValueError, match=name):
             factory(mo.learned_optimizer(lopt), mo.quadratic_family(), **args)
 
@@ -143,13 +143,14 @@ def small_estimator_args():
     return learner, mo.quadratic_family(dim=3)
 
 
-@pytest.mark.parametrize("factory", [mo.es, mo.pes])
+@pytest.mark.parametrize("factory", [mo.es, mo.pes, mo.nres])
 @pytest.mark.parametrize(
     ("kwargs", "error", "name"),
     [
         ({"num_perturbations": 0}, ValueError, "num_perturbations"),
         ({"std": -0.1}, ValueError, "std"),
         ({"std": 0.0}, ValueError, "std"),
+        ({"std": float("nan")}, ValueError, "std"),
         ({"std": "big"}, TypeError, "std"),
     ],
 )
@@ -162,7 +163,7 @@ def test_evolution_strategies_reject_bad_settings(factory, kwargs, error, name):
 def test_a_truncation_longer_than_the_shortest_horizon_of_the_schedule_is_rejected():
     learner, family = small_estimator_args()
     schedule = mo.estimators.log_uniform_schedule(10, 1000)
-    for factory in (mo.tbptt, mo.es, mo.pes):
+    for factory in (mo.tbptt, mo.es, mo.pes, mo.nres):
         with pytest.raises(ValueError, match=r"truncation \(20\).*shortest horizon \(10\)"):
             factory(learner, family, num_tasks=2, truncation=20, horizon=schedule)
 

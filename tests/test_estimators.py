@@ -477,6 +477,7 @@ ESTIMATORS = {
     "full_bptt": lambda: mo.full_bptt(LEARNER, FAMILY, num_tasks=4, horizon=10),
     "es": lambda: mo.es(LEARNER, FAMILY, num_tasks=4, truncation=5, horizon=10),
     "pes": lambda: mo.pes(LEARNER, FAMILY, num_tasks=4, truncation=5, horizon=10),
+    "nres": lambda: mo.nres(LEARNER, FAMILY, num_tasks=4, truncation=5, horizon=10),
 }
 
 

@@ -40,7 +40,7 @@ def test_meta_training_beats_its_initialization_on_validation():
     assert all(h["skipped"] == 0 for h in result.history)
 
 
-@pytest.mark.parametrize("estimator", [mo.tbptt, mo.pes])
+@pytest.mark.parametrize("estimator", [mo.tbptt, mo.pes, mo.nres])
 def test_same_seed_gives_identical_meta_parameters(estimator):
     learner = mo.learned_optimizer(mo.lstm_optimizer(hidden_size=4))
     est = estimator(learner, mo.quadratic_family(dim=3), num_tasks=4, truncation=3, horizon=6)

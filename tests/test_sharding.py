@@ -62,6 +62,7 @@ WORKER = textwrap.dedent(
     estimators = {
         "tbptt": mo.tbptt(learner, fam, num_tasks=8, truncation=3, horizon=6),
         "pes": mo.pes(learner, fam, num_tasks=8, truncation=3, horizon=6),
+        "nres": mo.nres(learner, fam, num_tasks=8, truncation=3, horizon=6),
         "full": mo.full_bptt(learner, fam, num_tasks=8, horizon=4),
     }
     mesh4 = mo.task_mesh(4)
@@ -139,7 +140,7 @@ def four_devices():
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name", ["tbptt", "pes", "full"])
+@pytest.mark.parametrize("name", ["tbptt", "pes", "nres", "full"])
 def test_a_meta_step_on_four_devices_equals_one_device(four_devices, name):
     got = four_devices[name]
     assert got["grad_norm"] > 0
@@ -147,7 +148,7 @@ def test_a_meta_step_on_four_devices_equals_one_device(four_devices, name):
     assert got["theta_rel"] < 1e-5, got
 
 
-@pytest.mark.parametrize("name", ["tbptt", "pes", "full"])
+@pytest.mark.parametrize("name", ["tbptt", "pes", "nres", "full"])
 def test_the_meta_gradient_is_reduced_across_devices_inside_the_step(four_devices, name):
     # The task batch is split (a carried one along its task axis; full BPTT's fresh
     # tasks by the constraint where they are drawn), so the mean over tasks needs a

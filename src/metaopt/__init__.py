@@ -27,6 +27,7 @@ from metaopt.estimators.es import es
 from metaopt.estimators.full_bptt import full_bptt
 from metaopt.estimators.maml import fomaml, maml
 from metaopt.estimators.mixture import mixture
+from metaopt.estimators.nres import nres
 from metaopt.estimators.pes import pes
 from metaopt.estimators.pretraining import pretraining
 from metaopt.estimators.reptile import reptile
@@ -146,6 +147,7 @@ __all__ = [
     "mixture",
     "mlp_optimizer",
     "mlp_regression_family",
+    "nres",
     "optimizers",
     "per_parameter_sgd",
     "pes",

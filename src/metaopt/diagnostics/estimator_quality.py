@@ -204,7 +204,7 @@ def estimator_report(
         tasks (the same tasks for every estimator and setting).
       key: the particles' keys derive from it; ``jax.random.key(0)`` if None.
       options: extra factory arguments per estimator, e.g. ``{"pes": {"std": 0.05}}``
-        (ES and PES default to ``std=0.01``).
+        (ES, PES and NRES default to ``std=0.01``).
       measure_cost: also compile and time one meta-step of each (:func:`step_cost`).
 
     Returns:

@@ -107,6 +107,54 @@ def true_gradient(
       >>> g["log_lr"].shape
       (3,)
     """
+    losses = window_losses(
+        learner, family, objective, tasks, key, horizon=horizon, truncation=truncation
+    )
+    scale = _scale(objective, truncation, horizon)
+    n = horizon // truncation
+    return jax.grad(lambda th: jnp.sum(losses(per_window(th, n))) * scale)(theta)
+
+
+def per_window(theta: Theta, num_windows: int) -> Theta:
+    """``theta`` repeated for each window (a leading axis), as :func:`window_losses` takes it.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> per_window({"a": jnp.zeros(3)}, 4)["a"].shape
+      (4, 3)
+    """
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_windows, *jnp.shape(x))), theta)
+
+
+def window_losses(
+    learner: MetaLearner,
+    family: TaskFamily,
+    objective: Objective,
+    tasks: TaskState,
+    key: jax.Array,
+    *,
+    horizon: int,
+    truncation: int,
+):
+    """``θs -> (H/K,)``: each truncation's meta-loss on ``tasks``, the horizon run in one piece.
+
+    The function takes one θ per truncation (a leading axis of H/K, e.g.
+    :func:`per_window` of one θ), truncation ``w`` trained with ``θs[w]``. Its entry
+    ``w`` is the mean over tasks of truncation ``w``'s weighted measurements (the
+    objective a truncated estimator's estimate of window ``w`` targets), as a function
+    of the θs of the whole run before it: nothing is stopped between truncations.
+
+    Example:
+      >>> import jax
+      >>> from metaopt.diagnostics.problems import quadratic_learning_rates
+      >>> from metaopt.estimators.objectives import trajectory_mean
+      >>> p = quadratic_learning_rates(dim=3)
+      >>> tasks = init_tasks(p.learner, p.family, constant_schedule(6), p.theta,
+      ...     jax.random.key(0), 2)
+      >>> window_losses(p.learner, p.family, trajectory_mean(), tasks, jax.random.key(1),
+      ...     horizon=6, truncation=3)(per_window(p.theta, 2)).shape
+      (2,)
+    """
     truncation = checks.positive_int("truncation", truncation)
     horizon = checks.positive_int("horizon", horizon)
     if horizon % truncation:
@@ -114,8 +162,10 @@ def true_gradient(
     schedule = constant_schedule(horizon)
     num_tasks = tasks.horizon.shape[0]
 
-    def meta_loss(theta):
-        def chunk(tasks, k):
+    def losses(thetas):
+        def chunk(tasks, xs):
+            theta, k = xs
+
             def one(task, kk):
                 return run_truncation(
                     learner, family, objective, schedule, theta, task, kk, truncation,
@@ -125,10 +175,11 @@ def true_gradient(
             tasks, trace = jax.vmap(one)(tasks, jax.random.split(k, num_tasks))
             return tasks, jnp.mean(weighted_sum(trace))
 
-        _, losses = jax.lax.scan(chunk, tasks, jax.random.split(key, horizon // truncation))
-        return jnp.sum(losses) * _scale(objective, truncation, horizon)
+        keys = jax.random.split(key, horizon // truncation)
+        _, out = jax.lax.scan(chunk, tasks, (thetas, keys))
+        return out
 
-    return jax.grad(meta_loss)(theta)
+    return losses
 
 
 def horizon_estimate(
@@ -164,6 +215,30 @@ def horizon_estimate(
         raise ValueError(
             f"estimator must run a constant horizon of {horizon} without desync, got {config}"
         )
+    grads = truncation_estimates(estimator, theta, key, horizon=horizon)
+    scale = 1.0 if final_only else truncation / horizon
+    return jax.tree.map(lambda g: jnp.sum(g, axis=0) * scale, grads)
+
+
+def truncation_estimates(
+    estimator: Estimator, theta: Theta, key: jax.Array, *, horizon: int
+) -> Theta:
+    """One horizon of a truncated estimator's estimates, each its own (a leading axis H/K).
+
+    ``key`` splits into ``(k_tasks, k_run)`` as in :func:`horizon_estimate`: estimate
+    ``w`` is what a meta-step whose tasks stand at truncation ``w`` of their horizon
+    would return.
+
+    Example:
+      >>> import jax
+      >>> from metaopt.diagnostics.problems import quadratic_learning_rates
+      >>> from metaopt.estimators.tbptt import tbptt
+      >>> p = quadratic_learning_rates(dim=3)
+      >>> est = tbptt(p.learner, p.family, num_tasks=2, truncation=3, horizon=6)
+      >>> truncation_estimates(est, p.theta, jax.random.key(0), horizon=6)["log_lr"].shape
+      (2, 3)
+    """
+    truncation = estimator.config["truncation"]
     if horizon % truncation:
         raise ValueError(f"horizon ({horizon}) must be a multiple of truncation ({truncation})")
     k_tasks, k_run = jax.random.split(key)
@@ -174,8 +249,7 @@ def horizon_estimate(
 
     state = estimator.init(theta, k_tasks)
     _, grads = jax.lax.scan(body, state, jax.random.split(k_run, horizon // truncation))
-    scale = 1.0 if final_only else truncation / horizon
-    return jax.tree.map(lambda g: jnp.sum(g, axis=0) * scale, grads)
+    return grads
 
 
 def make_estimator(
@@ -211,6 +285,16 @@ def make_estimator(
         opts = dataclasses.replace(opts, objective=_objective(problem))
     run = RunSpec(num_tasks=problem.num_tasks, horizon=horizon)
     return entry.build(problem.learner, problem.family, run, opts)
+
+
+# Particles per vmapped batch: the exact gradients store every step of every particle's
+# tasks for the backward pass, so thousands of particles run a batch at a time.
+PARTICLE_BATCH = 256
+
+
+def run_particles(fn, keys: jax.Array):
+    """``fn`` on every key, ``PARTICLE_BATCH`` at a time, compiled once (:func:`_run_once`)."""
+    return _run_once(lambda ks: jax.lax.map(fn, ks, batch_size=PARTICLE_BATCH), keys)
 
 
 def _run_once(fn, *args):
@@ -257,7 +341,7 @@ def particle_truths(
             jax.random.fold_in(key, 1), horizon=horizon, truncation=truncation,
         )  # fmt: skip
 
-    return _flatten(_run_once(jax.vmap(one), keys))
+    return _flatten(run_particles(one, keys))
 
 
 def particle_estimates(
@@ -287,4 +371,4 @@ def particle_estimates(
     def one(key):
         return horizon_estimate(est, problem.theta, key, horizon=horizon, final_only=final_only)
 
-    return _flatten(_run_once(jax.vmap(one), keys))
+    return _flatten(run_particles(one, keys))

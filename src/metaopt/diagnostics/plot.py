@@ -18,7 +18,7 @@ PANELS = (
     ("seconds_per_horizon", "ms per horizon of meta-steps", True, 1e3),
 )
 ERRORS = {"relative_bias": "relative_bias_stderr", "cosine_mean": "cosine_std"}
-STYLES = {"full_bptt": "k", "tbptt": "C0", "es": "C1", "pes": "C2"}
+STYLES = {"full_bptt": "k", "tbptt": "C0", "es": "C1", "pes": "C2", "nres": "C3"}
 
 
 def _most_common(values: list[int]) -> int:

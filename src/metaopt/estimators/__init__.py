@@ -12,6 +12,7 @@ from metaopt.estimators.full_bptt import full_bptt
 from metaopt.estimators.maml import fomaml, maml
 from metaopt.estimators.mixture import mixture
 from metaopt.estimators.objectives import Objective, final_loss, held_out, trajectory_mean
+from metaopt.estimators.nres import nres
 from metaopt.estimators.options import RunSpec
 from metaopt.estimators.pes import pes
 from metaopt.estimators.pretraining import pretraining
@@ -39,6 +40,7 @@ __all__ = [
     "log_uniform_schedule",
     "maml",
     "mixture",
+    "nres",
     "pes",
     "pretraining",
     "reptile",

@@ -1,4 +1,4 @@
-"""Antithetic pairs of perturbed trajectories, shared by ES and PES.
+"""Antithetic pairs of perturbed trajectories, shared by ES, PES and NRES.
 
 Every task of a meta-batch gets ``perturbations`` antithetic pairs: one trajectory
 trained with θ + ε and one with θ − ε, ε ~ N(0, σ² I). The two trajectories of a pair,
@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from metaopt.core.types import MetaLearner, TaskFamily, Theta
+from metaopt.estimators.common import weighted_mean
 from metaopt.estimators.objectives import Objective
 from metaopt.estimators.schedules import HorizonSchedule
 from metaopt.estimators.truncation import (
@@ -20,6 +21,7 @@ from metaopt.estimators.truncation import (
     init_tasks,
     new_task,
     reaches_horizon,
+    weighted_sum,
 )
 
 
@@ -55,8 +57,13 @@ def run_pairs(
     neg: TaskState,
     keys: jax.Array,
     length: int,
+    fresh_eps: Theta | None = None,
 ) -> tuple[TaskState, TaskState, Trace, Trace]:
     """Advances each particle's θ+ε trajectory from ``pos`` and θ−ε one from ``neg``.
+
+    With ``fresh_eps``, a task that reaches its horizon is replaced by one drawn and
+    trained with θ ± ``fresh_eps`` from its first step (NRES: each episode its own
+    perturbation); without it, the replacement trains with θ ± ε like the task before.
 
     Each trajectory is :func:`~metaopt.estimators.truncation.run_truncation` with its
     particle's key. Both trajectories of a pair run in one batch, one loop over the
@@ -69,29 +76,63 @@ def run_pairs(
     the MLP optimizer on 32 quadratics 15-25% faster on 2 cores (no change on 1).
     """
     k_fresh, k_steps = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
-    # A pair axis inside the particle axis: (particle, sign, ...).
-    thetas = jax.tree.map(lambda t, e: jnp.stack([t + e, t - e], axis=1), theta, eps)
+
+    def signed(e):  # a pair axis inside the particle axis: (particle, sign, ...)
+        return jax.tree.map(lambda t, e: jnp.stack([t + e, t - e], axis=1), theta, e)
+
+    thetas = signed(eps)
+    fresh_thetas = thetas if fresh_eps is None else signed(fresh_eps)
     tasks = jax.tree.map(lambda p, n: jnp.stack([p, n], axis=1), pos, neg)
 
     def draw_fresh():
         def pair(th, k):
             return jax.vmap(lambda t: new_task(learner, family, schedule, t, k))(th)
 
-        return jax.vmap(pair)(thetas, k_fresh)
+        return jax.vmap(pair)(fresh_thetas, k_fresh)
 
     def no_fresh():
         return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(draw_fresh))
 
     fresh = jax.lax.cond(reaches_horizon(tasks, length), draw_fresh, no_fresh)
 
-    def pair(th, task, new, k):
-        def one(t, tk, nw):
-            return advance(learner, family, objective, t, tk, nw, k, length, unroll=2)
+    def pair(th, fresh_th, task, new, k):
+        def one(t, ft, tk, nw):
+            ft = None if fresh_eps is None else ft
+            return advance(
+                learner, family, objective, t, tk, nw, k, length, unroll=2, fresh_theta=ft
+            )
 
-        return jax.vmap(one)(th, task, new)
+        return jax.vmap(one)(th, fresh_th, task, new)
 
-    tasks, trace = jax.vmap(pair)(thetas, tasks, fresh, k_steps)
+    tasks, trace = jax.vmap(pair)(thetas, fresh_thetas, tasks, fresh, k_steps)
     (pos, trace_pos), (neg, trace_neg) = (
         jax.tree.map(lambda x, i=i: x[:, i], (tasks, trace)) for i in (0, 1)
     )
     return pos, neg, trace_pos, trace_neg
+
+
+def split_gradient(tr_pos: Trace, tr_neg: Trace, before: Theta, after: Theta, std: float) -> Theta:
+    """The mean over particles of (L⁺ − L⁻) · direction / 2σ², switching at a replacement.
+
+    The measurements of each particle's task before it was replaced (all of them if it
+    was not) are weighed with ``before``, those of the replacement task with ``after``
+    (both with a leading particle axis): PES's accumulated ξ and this truncation's ε;
+    NRES's episode perturbation and the new episode's.
+    """
+    replaced = tr_pos.replaced
+    diff_before = weighted_sum(tr_pos, ~replaced) - weighted_sum(tr_neg, ~replaced)
+    diff_after = weighted_sum(tr_pos, replaced) - weighted_sum(tr_neg, replaced)
+    scale = 1 / (2 * std**2)
+    return jax.tree.map(
+        jnp.add,
+        weighted_mean(diff_before * scale, before),
+        weighted_mean(diff_after * scale, after),
+    )
+
+
+def where_replaced(trace: Trace, new: Theta, old: Theta) -> Theta:
+    """Per particle, ``new`` where its task was replaced during the truncation, else ``old``."""
+    restarted = trace.replaced[:, -1]
+    return jax.tree.map(
+        lambda n, o: jnp.where(restarted.reshape(-1, *[1] * (n.ndim - 1)), n, o), new, old
+    )

@@ -24,14 +24,14 @@ import jax.numpy as jnp
 from metaopt.core import checks
 from metaopt.core.registry import Entry
 from metaopt.core.types import Estimator, MetaLearner, TaskFamily, Theta, with_data
-from metaopt.estimators.antithetic import init_particles, particle_keys, run_pairs
-from metaopt.estimators.common import (
-    check_problem,
-    check_std,
-    perturbations,
-    truncated_config,
-    weighted_mean,
+from metaopt.estimators.antithetic import (
+    init_particles,
+    particle_keys,
+    run_pairs,
+    split_gradient,
+    where_replaced,
 )
+from metaopt.estimators.common import check_problem, check_std, perturbations, truncated_config
 from metaopt.estimators.objectives import Objective
 from metaopt.estimators.options import PerturbedOptions, RunSpec, perturbed_kwargs
 from metaopt.estimators.schedules import HorizonSchedule
@@ -53,23 +53,9 @@ def _pes_gradient(tr_pos: Trace, tr_neg: Trace, eps, accumulated, std: float):
     task started (this truncation's included); steps after it weigh only this
     truncation's, which is also where a replaced task's accumulation restarts.
     """
-    replaced = tr_pos.replaced
-    diff_before = weighted_sum(tr_pos, ~replaced) - weighted_sum(tr_neg, ~replaced)
-    diff_after = weighted_sum(tr_pos, replaced) - weighted_sum(tr_neg, replaced)
     accumulated = jax.tree.map(jnp.add, accumulated, eps)
-    scale = 1 / (2 * std**2)
-    grad = jax.tree.map(
-        jnp.add,
-        weighted_mean(diff_before * scale, accumulated),
-        weighted_mean(diff_after * scale, eps),
-    )
-    restarted = replaced[:, -1]
-    accumulated = jax.tree.map(
-        lambda a, e: jnp.where(restarted.reshape(-1, *[1] * (a.ndim - 1)), e, a),
-        accumulated,
-        eps,
-    )
-    return grad, accumulated
+    grad = split_gradient(tr_pos, tr_neg, accumulated, eps, std)
+    return grad, where_replaced(tr_pos, eps, accumulated)
 
 
 def pes(

@@ -29,6 +29,7 @@ from metaopt.estimators.es import ENTRY as ES
 from metaopt.estimators.full_bptt import ENTRY as FULL_BPTT
 from metaopt.estimators.maml import ENTRY as MAML
 from metaopt.estimators.maml import FIRST_ORDER_ENTRY as FOMAML
+from metaopt.estimators.nres import ENTRY as NRES
 from metaopt.estimators.pes import ENTRY as PES
 from metaopt.estimators.pretraining import ENTRY as PRETRAINING
 from metaopt.estimators.reptile import ENTRY as REPTILE
@@ -41,6 +42,7 @@ ESTIMATORS = Registry(
         FULL_BPTT,
         ES,
         PES,
+        NRES,
         MAML,
         FOMAML,
         REPTILE,

@@ -252,6 +252,7 @@ def advance(
     second_order: bool = False,
     remat: str = "step",
     unroll: int = 1,
+    fresh_theta: Theta | None = None,
 ) -> tuple[TaskState, Trace]:
     """:func:`run_truncation` with the replacement task given.
 
@@ -274,6 +275,9 @@ def advance(
       remat: see :func:`scan_with_remat`.
       unroll: inner steps per iteration of the compiled loop (see
         :func:`scan_with_remat`).
+      fresh_theta: the meta-parameters the replacement task trains with, from its
+        first step on (NRES gives a new episode its own perturbation); ``theta`` if
+        None. ``fresh`` should have been drawn with them.
 
     Returns:
       ``(task, trace)`` as :func:`run_truncation`.
@@ -286,8 +290,9 @@ def advance(
         task = _select(done, fresh, task)
         replaced = replaced | done
         k_grad, k_measure = jax.random.split(step_key)
+        step_tx = tx if fresh_theta is None else learner.tx(_select(replaced, fresh_theta, theta))
         loss_fn = functools.partial(family.loss, task.cfg)
-        inner, loss = inner_step(loss_fn, tx, task.inner, k_grad, second_order=second_order)
+        inner, loss = inner_step(loss_fn, step_tx, task.inner, k_grad, second_order=second_order)
         measure = objective.measure(family, task.cfg, inner.params, k_measure)
         coef = coefficients(objective, task.inner.step, task.horizon, length)
         task = task._replace(inner=inner)
