@@ -11,8 +11,8 @@ from metaopt.estimators.es import es
 from metaopt.estimators.full_bptt import full_bptt
 from metaopt.estimators.maml import fomaml, maml
 from metaopt.estimators.mixture import mixture
-from metaopt.estimators.objectives import Objective, final_loss, held_out, trajectory_mean
 from metaopt.estimators.nres import nres
+from metaopt.estimators.objectives import Objective, final_loss, held_out, trajectory_mean
 from metaopt.estimators.options import RunSpec
 from metaopt.estimators.pes import pes
 from metaopt.estimators.pretraining import pretraining
