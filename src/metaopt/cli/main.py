@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from metaopt.cli import flags
-from metaopt.experiments.oneshot import EPISODIC as EPISODIC_METHODS
 
 
 def _positive_int(text: str) -> int:
@@ -143,6 +142,8 @@ def _add_demo_mlp_args(group) -> None:
 
 
 def _add_demo_fewshot_args(group) -> None:
+    from metaopt.experiments.oneshot import EPISODIC as EPISODIC_METHODS
+
     group.add_argument(
         "--meta-steps",
         type=_positive_int,
