@@ -29,6 +29,7 @@ WORKER = textwrap.dedent(
     jax.config.update("jax_num_cpu_devices", 4)
     import numpy as np, optax
     import metaopt as mo
+    from metaopt.core.sharding import replicate
     from metaopt.io.checkpoint import restore_latest, save_checkpoint
     from metaopt.train import hooks
     from metaopt.train.loop import compile_meta_step, init_meta_train_state
