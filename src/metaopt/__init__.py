@@ -48,6 +48,7 @@ from metaopt.learners.learned_optimizer import learned_optimizer
 from metaopt.learners.learning_rates import meta_sgd, per_parameter_sgd
 from metaopt.optimizers.lstm import lstm_optimizer
 from metaopt.optimizers.mlp import mlp_optimizer
+from metaopt.optimizers.orthogonal import orthogonal_optimizer
 from metaopt.optimizers.preprocess import log_and_sign
 from metaopt.optimizers.versatile import versatile_optimizer
 from metaopt.tasks.augment import rescaled
@@ -110,6 +111,7 @@ __all__ = [
     "mixture",
     "mlp_optimizer",
     "mlp_regression_family",
+    "orthogonal_optimizer",
     "per_parameter_sgd",
     "pes",
     "pretrained",

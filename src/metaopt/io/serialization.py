@@ -17,6 +17,7 @@ from metaopt.core.files import atomic_write, frame, unframe
 from metaopt.core.types import LearnedOptimizer, Theta
 from metaopt.optimizers.lstm import lstm_optimizer
 from metaopt.optimizers.mlp import mlp_optimizer
+from metaopt.optimizers.orthogonal import orthogonal_optimizer
 from metaopt.optimizers.split import conv_and_rest_optimizer
 from metaopt.optimizers.versatile import versatile_optimizer
 
@@ -34,6 +35,7 @@ ARCHITECTURES = {
     "lstm": lstm_optimizer,
     "mlp": mlp_optimizer,
     "versatile": versatile_optimizer,
+    "orthogonal": orthogonal_optimizer,
     "conv_and_rest": _conv_and_rest,
 }
 
