@@ -39,7 +39,10 @@ moment ``v`` and nominal direction ``d``:
 
 ``step = -σ exp(ℓ + tanh(s)) (d + sign(d) rms(d) tanh(c)) − ρ p``, where ``(c, s)`` is the
 per-element network's output, ``σ = η_M sqrt(max(1, fan_out / fan_in))`` for matrices
-and ``η_A`` otherwise, and ``ρ`` the learned decay. With fresh meta-parameters the
+and ``η_A`` otherwise, and ``ρ`` the learned decay. A matrix's ``fan_in`` and ``fan_out``
+count only the rows and columns that ever had a gradient, and the tensor-wide root mean
+squares only its entries that did, so a masked or dead part of a layer leaves the step
+of the rest unchanged. With fresh meta-parameters the
 network is silent (``c = s = 0``), ``η_M = 0.02``, ``η_A = 10⁻³`` and ``ρ = 10⁻⁵``
 (none on vectors): Muon with Nesterov momentum on matrices and NAdam elsewhere, with
 slowly adapting per-tensor rates. A gradient entry that is not finite freezes its own
@@ -144,8 +147,9 @@ def matrix_sides(shape: tuple[int, ...]) -> tuple[int, int] | None:
     return math.prod(shape[:-1]), shape[-1]
 
 
-def _rms(x: jax.Array) -> jax.Array:
-    return jnp.sqrt(jnp.mean(x * x))
+def _rms(x: jax.Array, count: jax.Array) -> jax.Array:
+    """The root mean square over ``count`` entries (those that ever had a gradient)."""
+    return jnp.sqrt(jnp.sum(x * x) / count)
 
 
 def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -169,22 +173,25 @@ def _network(theta: Theta, xs: list[jax.Array], bias: jax.Array) -> tuple[jax.Ar
     return c, s
 
 
-def _nominal(n: jax.Array, u: jax.Array, shape, max_dim: int, ns_steps: int):
-    """The nominal direction of one tensor, its kind (orthogonal, vector) and σ's factor."""
-    sides = matrix_sides(shape)
-    if sides is None:
-        return u, 0.0, 1.0, 0.0, 1.0
-    fan_in, fan_out = sides
-    aspect = max(-2.0, min(2.0, math.log(fan_out / fan_in) / 4.0))
-    width = math.sqrt(max(1.0, fan_out / fan_in))
-    if min(sides) < 2:
-        return u, 0.0, 1.0, 0.0, 1.0
+def _nominal(n: jax.Array, u: jax.Array, live: jax.Array, max_dim: int, ns_steps: int):
+    """The nominal direction of one tensor, its kind (orthogonal, vector) and aspect ratio.
+
+    A matrix's sides count only the rows and columns that ever had a gradient, so a
+    masked (or dead) part of a layer does not change the step of the rest.
+    """
+    sides = matrix_sides(n.shape)
+    if sides is None or min(sides) < 2:
+        return u, 0.0, 1.0, jnp.asarray(1.0)
+    grid = live.reshape(sides)
+    fan_in = jnp.maximum(jnp.sum(jnp.any(grid, axis=1)), 1)
+    fan_out = jnp.maximum(jnp.sum(jnp.any(grid, axis=0)), 1)
+    ratio = fan_out / fan_in
     if min(sides) <= max_dim:
-        d = newton_schulz(n.reshape(sides), ns_steps).reshape(shape)
-        return d, 1.0, 0.0, aspect, width
+        d = newton_schulz(n.reshape(sides), ns_steps).reshape(n.shape)
+        return d, 1.0, 0.0, ratio
     # Too large to orthogonalize cheaply: Adam's direction at an orthogonal matrix's norm.
-    d = u * (math.sqrt(min(sides)) / (jnp.sqrt(jnp.sum(u * u)) + 1e-30))
-    return d, 0.0, 0.0, aspect, width
+    d = u * (jnp.sqrt(jnp.minimum(fan_in, fan_out)) / (jnp.sqrt(jnp.sum(u * u)) + 1e-30))
+    return d, 0.0, 0.0, ratio
 
 
 def _leaf_update(theta, g, p, momenta, v, log_rate, count, embed, max_dim, ns_steps):
@@ -194,26 +201,30 @@ def _leaf_update(theta, g, p, momenta, v, log_rate, count, embed, max_dim, ns_st
     previous = momenta[0]
     (m,), v = accumulate(g32, momenta, v, (MOMENTUM,), SECOND_MOMENT_DECAY)
     # g² may overflow: such a coordinate reads as zero everywhere and does not move.
-    ok = jnp.isfinite(v) & jnp.isfinite(g) & (v > 0)
+    live = jnp.isfinite(v) & (v > 0)
+    ok = live & jnp.isfinite(g)
+    count_live = jnp.maximum(jnp.sum(live), 1).astype(jnp.float32)
     cosine = _cosine(jnp.where(ok, g32, 0.0), previous)
     r = jnp.where(ok, 1.0 / (jnp.sqrt(v / (1 - SECOND_MOMENT_DECAY**t)) + EPS), 0.0)
     m_hat = jnp.where(ok, m / (1 - MOMENTUM**t), 0.0)
     n = MOMENTUM * m_hat + (1 - MOMENTUM) * jnp.where(ok, g32, 0.0)  # Nesterov
-    d, ortho, vector, aspect, width = _nominal(n, n * r, p.shape, max_dim, ns_steps)
+    d, ortho, vector, ratio = _nominal(n, n * r, live, max_dim, ns_steps)
+    aspect = jnp.clip(jnp.log(ratio) / 4.0, -2.0, 2.0) * (1.0 - vector)
     p32 = p.astype(jnp.float32)
-    mean_square = jnp.mean(p32 * p32)
-    mean_square = jnp.where(jnp.isfinite(mean_square), mean_square, jnp.finfo(jnp.float32).max)
-    scalars = [ortho, vector, aspect, jnp.log(jnp.sqrt(mean_square) + 1e-3) / 3.0, cosine]
+    rms_p = _rms(jnp.where(live, p32, 0.0), count_live)
+    rms_p = jnp.where(jnp.isfinite(rms_p), rms_p, jnp.finfo(jnp.float32).max)
+    scalars = [ortho, vector, aspect, jnp.log(rms_p + 1e-3) / 3.0, cosine]
     tensor = jnp.concatenate([embed, jnp.stack([*map(jnp.asarray, scalars), log_rate / 3.0])])
     # Odd in the cosine: with no evidence either way the rate stays where it is.
     gain = tensor.at[COSINE].set(0.0) @ theta["rate_w"] + theta["rate_b"]
     change = MAX_RATE_CHANGE * jnp.tanh(cosine * gain)
     log_rate = jnp.clip(log_rate + jnp.where(jnp.isfinite(change), change, 0.0), *LOG_RATE_RANGE)
     sign = jnp.sign(d)
-    rms_d = _rms(d)
+    rms_d = _rms(d, count_live)
     xs = [jnp.abs(d) / (rms_d + 1e-30), g32 * r * sign, m_hat * r * sign]
     c, s = _network(theta, xs, theta["b1"] + tensor @ theta["tensor_w"])
     lr = theta["log_lr"][1 if vector else 0]
+    width = jnp.sqrt(jnp.maximum(1.0, ratio))
     step = -width * jnp.exp(lr + log_rate + jnp.tanh(s)) * (d + sign * rms_d * jnp.tanh(c))
     log_decay = jnp.minimum(tensor @ theta["decay_w"] + theta["decay_b"], MAX_LOG_DECAY)
     step = jnp.where(ok, step - jnp.exp(log_decay) * p32, 0.0)
