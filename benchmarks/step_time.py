@@ -1,5 +1,9 @@
 """Per-step time of learned optimizers against optax.adam on the same MLP, same run.
 
+Beside Adam: AdamW (whose compile time the learned optimizers' is compared with) and
+Muon (``optax.contrib.muon``, Newton–Schulz on every matrix), the per-step cost of an
+orthogonalized direction done in full.
+
 A training step is loss, gradient, optimizer update and apply, jitted with the
 params and optimizer state donated, as a user's loop would run it. Two sizes: an
 MNIST-shaped 784-20-10 MLP with batch 128 (about 16k params) and a 784-1024-256-10
@@ -68,14 +72,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of --steps each")
     parser.add_argument("--only", nargs="*", help="optimizers to time besides adam")
     args = parser.parse_args()
-    optimizers = {"adam": lambda: optax.adam(1e-3)}
+    optimizers = {
+        "adam": lambda: optax.adam(1e-3),
+        "adamw": lambda: optax.adamw(1e-3),
+        "muon": lambda: optax.contrib.muon(0.02),
+    }
     for name in mo.pretrained_names():
         optimizers[name] = lambda name=name: mo.pretrained(name)
     # The versatile architecture's cost does not depend on its weights' values.
     versatile = mo.versatile_optimizer()
     optimizers["versatile"] = lambda: mo.as_optax(versatile, versatile.init(jax.random.key(0)))
+    orthogonal = mo.orthogonal_optimizer()
+    optimizers["orthogonal"] = lambda: mo.as_optax(orthogonal, orthogonal.init(jax.random.key(0)))
     if args.only:
-        optimizers = {k: v for k, v in optimizers.items() if k == "adam" or k in args.only}
+        keep = ("adam", "adamw", *args.only)
+        optimizers = {k: v for k, v in optimizers.items() if k in keep}
     record = {"steps": args.steps, "batch": 128, "sizes": {}}
     for size_name, sizes in SIZES.items():
         n_params = sum(a * b + b for a, b in itertools.pairwise(sizes))
@@ -87,21 +98,27 @@ def main() -> None:
                 "step_seconds": statistics.median(times),
                 "step_seconds_repeats": times,
             }
-        adam = rows["adam"]
+        adam, adamw = rows["adam"], rows.get("adamw")
         for row in rows.values():
             row["step_time_over_adam"] = row["step_seconds"] / adam["step_seconds"]
+            if adamw is not None:
+                row["compile_over_adamw"] = row["compile_seconds"] / adamw["compile_seconds"]
             # The spread of the ratio: each repeat against Adam's repeat of the same index.
             pairs = zip(row["step_seconds_repeats"], adam["step_seconds_repeats"], strict=True)
             ratios = [a / b for a, b in pairs]
             row["over_adam_min_max"] = [min(ratios), max(ratios)]
         record["sizes"][size_name] = {"layers": sizes, "params": n_params, "optimizers": rows}
         print(f"\nMLP {'-'.join(map(str, sizes))} ({n_params:,} params), batch 128")
-        print(f"{'optimizer':<16} {'compile s':>9} {'step ms':>9} {'× adam':>7} {'spread':>13}")
+        print(
+            f"{'optimizer':<16} {'compile s':>9} {'× adamw':>8} {'step ms':>9} {'× adam':>7} "
+            f"{'spread':>13}"
+        )
         for name, row in rows.items():
             lo, hi = row["over_adam_min_max"]
             print(
-                f"{name:<16} {row['compile_seconds']:9.2f} {row['step_seconds'] * 1e3:9.3f} "
-                f"{row['step_time_over_adam']:7.2f} {lo:6.2f}–{hi:<6.2f}"
+                f"{name:<16} {row['compile_seconds']:9.2f} {row.get('compile_over_adamw', 0):8.2f} "
+                f"{row['step_seconds'] * 1e3:9.3f} {row['step_time_over_adam']:7.2f} "
+                f"{lo:6.2f}–{hi:<6.2f}"
             )
     print(f"\nwrote {write('step_time', record)}")
 
