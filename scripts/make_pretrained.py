@@ -239,11 +239,80 @@ def make_versatile(resume: bool) -> None:
     print(f"wrote {TARGET / 'versatile'}.mopt and .json")
 
 
+ORTHOGONAL = {
+    "seed": 0,
+    "num_steps": 800,
+    "estimator": {
+        "num_tasks": 4,
+        "truncation": 20,
+        "min_horizon": 300,
+        "max_horizon": 3000,
+        "std": 0.01,
+        "max_scale": 3.0,
+    },
+    "optimizer": {"hidden_size": 8, "max_orthogonal_dim": 128, "ns_steps": 5},
+    "meta_lr": 1e-3,
+    "final_meta_lr": 1e-4,
+    "clip": 10.0,
+    "checkpoint_every": 50,
+}
+
+
+def meta_train_orthogonal(resume: bool, out: Path, num_steps: int | None = None):
+    """Meta-trains the orthogonal optimizer in ``out``; returns the run and the learned optimizer.
+
+    ``num_steps`` (a smoke test) overrides the recipe's length, schedule included.
+    """
+    import jax
+    import optax
+
+    import metaopt as mo
+    from metaopt.cli.run import checkpointed_meta_train
+    from metaopt.io.checkpoint import checkpoint_steps
+    from metaopt.optimizers.orthogonal import orthogonal_optimizer
+    from metaopt.train.orthogonal import orthogonal_estimator
+
+    recipe = dict(ORTHOGONAL, num_steps=num_steps or ORTHOGONAL["num_steps"])
+    out.mkdir(parents=True, exist_ok=True)
+    lopt = orthogonal_optimizer(**recipe["optimizer"])
+    estimator = orthogonal_estimator(mo.learned_optimizer(lopt), **recipe["estimator"])
+    schedule = optax.cosine_decay_schedule(
+        recipe["meta_lr"], recipe["num_steps"], recipe["final_meta_lr"] / recipe["meta_lr"]
+    )
+    meta_optimizer = optax.chain(optax.clip_by_global_norm(recipe["clip"]), optax.adam(schedule))
+    resume = resume and bool(checkpoint_steps(out / "checkpoints"))
+    run = checkpointed_meta_train(
+        out,
+        estimator,
+        jax.random.key(recipe["seed"]),
+        num_steps=recipe["num_steps"],
+        meta_optimizer=meta_optimizer,
+        config=recipe,
+        resume=resume,
+        checkpoint_every=recipe["checkpoint_every"],
+        # Every periodic checkpoint stays: the selection suite chooses among them.
+        keep_checkpoints=recipe["num_steps"] // recipe["checkpoint_every"] + 1,
+        progress=False,
+    )
+    print(f"meta-training {run.status} at meta-step {run.state.step} of {recipe['num_steps']}")
+    return run, lopt, estimator
+
+
+def make_orthogonal(resume: bool, smoke: bool) -> None:
+    out = BUILD / ("orthogonal_smoke" if smoke else "orthogonal")
+    run, _, _ = meta_train_orthogonal(resume and not smoke, out, 3 if smoke else None)
+    if run.status != "completed" and not smoke:
+        print("continue with: python scripts/make_pretrained.py --only orthogonal --resume")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", choices=sorted([*RECIPES, "versatile"]))
+    parser.add_argument("--only", choices=sorted([*RECIPES, "versatile", "orthogonal"]))
     parser.add_argument(
         "--resume", action="store_true", help="continue the versatile run from its checkpoint"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="three meta-steps of the orthogonal run, to check it"
     )
     args = parser.parse_args()
     for name, recipe in RECIPES.items():
@@ -251,6 +320,8 @@ def main() -> None:
             make(name, recipe)
     if args.only in (None, "versatile"):
         make_versatile(args.resume)
+    if args.only in (None, "orthogonal"):
+        make_orthogonal(args.resume, args.smoke)
 
 
 if __name__ == "__main__":
