@@ -529,3 +529,29 @@ def test_masked_rows_and_columns_leave_the_rest_as_the_smaller_matrix(max_dim):
         small = optax.apply_updates(small, u_small)
         big = optax.apply_updates(big, u_big)
     assert float(jnp.max(jnp.abs(u_small["w"]))) > 1e-4
+
+
+def test_log_held_out_objective_reads_eval_loss_where_a_family_has_one():
+    from metaopt.train.orthogonal import log_held_out_objective
+
+    obj = log_held_out_objective()
+    assert not obj.final_only
+
+    def family(eval_loss):
+        return mo.TaskFamily(
+            name="ident",
+            sample=lambda k: (),
+            init=lambda c, k: 0.0,
+            loss=lambda c, p, k: p,
+            eval_loss=eval_loss,
+        )
+
+    with_eval = family(lambda c, p, k: 3.0 * p)
+    without = family(None)
+    # log of the held-out loss, or of the training loss where there is none.
+    np.testing.assert_allclose(obj.measure(with_eval, (), jnp.asarray(2.0), None), np.log(6.0))
+    np.testing.assert_allclose(obj.measure(without, (), jnp.asarray(2.0), None), np.log(2.0))
+    # A diverged or non-finite loss counts as 1e4; a zero loss as 1e-8.
+    for value, want in [(float("nan"), 1e4), (float("inf"), 1e4), (1e9, 1e4), (0.0, 1e-8)]:
+        got = obj.measure(without, (), jnp.asarray(value), None)
+        np.testing.assert_allclose(got, np.log(want), rtol=1e-6)
