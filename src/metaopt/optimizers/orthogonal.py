@@ -121,18 +121,20 @@ def newton_schulz(
     if jnp.ndim(x) != 2:
         raise ValueError(f"x must be a matrix, got shape {jnp.shape(x)}")
     a, b, c = coefficients
-    tall = x.shape[0] > x.shape[1]
-    x = x.T if tall else x  # X Xᵀ on the smaller side
     # Dividing by the largest entry first keeps the squared norm finite.
     x = x / (jnp.max(jnp.abs(x)) + 1e-30)
     x = x / (jnp.sqrt(jnp.sum(x * x)) + 1e-30)
-
-    def body(_, x):
-        gram = x @ x.T
-        return a * x + (b * gram + c * gram @ gram) @ x
-
-    x = jax.lax.fori_loop(0, steps, body, x)
-    return x.T if tall else x
+    # The Gram matrix on the smaller side; the products are written for each orientation
+    # so that no transposed copy is made. A handful of steps: unrolled.
+    if x.shape[0] > x.shape[1]:
+        for _ in range(steps):
+            gram = x.T @ x
+            x = a * x + x @ (b * gram + c * gram @ gram)
+    else:
+        for _ in range(steps):
+            gram = x @ x.T
+            x = a * x + (b * gram + c * gram @ gram) @ x
+    return x
 
 
 def matrix_sides(shape: tuple[int, ...]) -> tuple[int, int] | None:
