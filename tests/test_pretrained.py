@@ -78,6 +78,23 @@ def test_pretrained_has_a_record_of_how_it_was_made(name):
         )
         assert geomean <= 1.0 and 2 * better > len(problems)
         assert evaluation["summary"][name]["all_finite"]
+    elif evaluation.get("suite") == "selection":
+        # Chosen on the held-in selection suite by held-out loss: the chosen checkpoint's
+        # geometric mean over tuned AdamW, recomputed from its per-problem ratios, is at
+        # most its untrained θ's (the shipping rule), and every run stayed finite.
+        chosen = f"{name}_step{record['chosen_checkpoint']}"
+        problems = evaluation["problems"].values()
+
+        def geomean(opt):
+            ratios = [p["optimizers"][opt]["over_tuned_adamw"] for p in problems]
+            return float(np.exp(np.mean(np.log(ratios))))
+
+        summary = evaluation["summary"]
+        np.testing.assert_allclose(
+            geomean(chosen), summary[chosen]["geomean_over_tuned_adamw"], rtol=1e-6
+        )
+        assert geomean(chosen) <= geomean(f"{name}_untrained")
+        assert all(p["optimizers"][chosen]["finite"] for p in problems)
     else:
         assert evaluation["learned"]["final_loss_mean"] > 0
         assert evaluation["adam"]["learning_rate"] > 0

@@ -62,7 +62,7 @@ def orthogonal_families(max_scale: float = 3.0) -> list[TaskFamily]:
 
     Example:
       >>> [f.name.split("_")[0] for f in orthogonal_families()]
-      ['transformer', 'batchnorm', 'wide', 'wide', 'mlp', 'mlp']
+      ['transformer', 'bn', 'wide', 'wide', 'mlp', 'mlp']
     """
     data = digits()
     families = [
