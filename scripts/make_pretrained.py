@@ -249,7 +249,7 @@ def make_versatile(resume: bool) -> None:
 
 ORTHOGONAL = {
     "seed": 0,
-    "num_steps": 800,
+    "num_steps": 500,
     "estimator": {
         "num_tasks": 4,
         "truncation": 20,
