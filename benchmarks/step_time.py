@@ -9,8 +9,8 @@ params and optimizer state donated, as a user's loop would run it. Two sizes: an
 MNIST-shaped 784-20-10 MLP with batch 128 (about 16k params) and a 784-1024-256-10
 MLP (about 1.07M params). Data is random: step time does not depend on its values.
 
-Each optimizer's steps are timed in ``--repeats`` runs; the median is reported, with
-the spread of its ratio to Adam over the repeats.
+Each optimizer's steps are timed in ``--repeats`` runs, the optimizers taking turns;
+the median is reported, with the spread of its ratio to Adam over the repeats.
 
 Run: python benchmarks/step_time.py [--steps N] [--repeats R] [--only NAME ...]
 """
@@ -43,27 +43,37 @@ def make_step(tx):
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def measure(tx, sizes, steps, batch=128, repeats=3):
-    key = jax.random.key(0)
-    params = init_mlp(key, sizes)
-    x = jax.random.normal(jax.random.key(1), (batch, sizes[0]))
-    y = jax.random.randint(jax.random.key(2), (batch,), 0, sizes[-1])
-    state = tx.init(params)
-    step = make_step(tx)
-    start = time.perf_counter()
-    compiled = step.lower(params, state, x, y).compile()
-    compile_s = time.perf_counter() - start
-    for _ in range(5):  # warm-up
-        params, state, value = compiled(params, state, x, y)
-    jax.block_until_ready(value)
-    times = []
-    for _ in range(repeats):
+class Timed:
+    """One optimizer's compiled step on one MLP, with its own params and state."""
+
+    def __init__(self, tx, sizes, batch=128):
+        self.params = init_mlp(jax.random.key(0), sizes)
+        self.x = jax.random.normal(jax.random.key(1), (batch, sizes[0]))
+        self.y = jax.random.randint(jax.random.key(2), (batch,), 0, sizes[-1])
+        self.state = tx.init(self.params)
+        start = time.perf_counter()
+        self.step = make_step(tx).lower(self.params, self.state, self.x, self.y).compile()
+        self.compile_seconds = time.perf_counter() - start
+        self.times = []
+        self.run(5)  # warm-up
+
+    def run(self, steps):
+        """Seconds per step over ``steps`` steps."""
         start = time.perf_counter()
         for _ in range(steps):
-            params, state, value = compiled(params, state, x, y)
-        jax.block_until_ready((params, value))
-        times.append((time.perf_counter() - start) / steps)
-    return compile_s, times
+            self.params, self.state, value = self.step(self.params, self.state, self.x, self.y)
+        jax.block_until_ready((self.params, value))
+        return (time.perf_counter() - start) / steps
+
+
+def measure(makers, sizes, steps, repeats=3):
+    """Every optimizer's compile time and per-step times; the repeats take turns, so a
+    change of load on a shared machine falls on all optimizers alike."""
+    timed = {name: Timed(make(), sizes) for name, make in makers.items()}
+    for _ in range(repeats):
+        for t in timed.values():
+            t.times.append(t.run(steps))
+    return {name: (t.compile_seconds, t.times) for name, t in timed.items()}
 
 
 def main() -> None:
@@ -91,8 +101,9 @@ def main() -> None:
     for size_name, sizes in SIZES.items():
         n_params = sum(a * b + b for a, b in itertools.pairwise(sizes))
         rows = {}
-        for name, make in optimizers.items():
-            compile_s, times = measure(make(), sizes, args.steps, repeats=args.repeats)
+        for name, (compile_s, times) in measure(
+            optimizers, sizes, args.steps, repeats=args.repeats
+        ).items():
             rows[name] = {
                 "compile_seconds": compile_s,
                 "step_seconds": statistics.median(times),
