@@ -477,7 +477,12 @@ def test_jitted_train_step_compiles_once(count_compiles):
 
 
 def test_bfloat16_nnx_params_stay_bfloat16_and_track_float32():
-    tx = user_tx()
+    lopt = orthogonal_optimizer()
+    theta = with_output_weights(lopt.init(jax.random.key(0)), jax.random.key(1), 0.1)
+    # Steps three times as large as fresh θ's, so that 10 steps move the params well
+    # beyond bf16's rounding.
+    theta["log_lr"] = theta["log_lr"] + np.log(3.0)
+    tx = mo.as_optax(lopt, theta)
     x, y = regression_data(jax.random.key(10))
     models = {dt: NnxMLP(nnx.Rngs(0), dtype=dt) for dt in (jnp.bfloat16, jnp.float32)}
     # The same starting values: the float32 model starts from the bf16 one's.
