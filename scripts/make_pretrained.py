@@ -9,7 +9,15 @@ SHIP_GEOMEAN); otherwise the candidate stays in build/pretrained/versatile. Each
 optimizer's command, seed, meta-training figures and evaluation are recorded beside it
 as JSON; the versatile optimizer's held-out evaluation is benchmarks/heldout_suite.py.
 
-Run from the repository root: python scripts/make_pretrained.py [--only NAME] [--resume]
+``orthogonal`` is meta-trained with PES on the mixture of :mod:`metaopt.train.orthogonal`
+(about an hour here), checkpointed every 50 meta-steps in build/pretrained/orthogonal
+(``--resume`` continues it). Every 100th meta-step's θ and the untrained θ are then
+judged on the held-in selection suite (:mod:`metaopt.evaluation.selection`, by held-out
+loss; never the report suite), the best checkpoint is chosen there, and it ships only if
+it is at least as good as its untrained θ (``--judge`` redoes this step alone).
+
+Run from the repository root:
+python scripts/make_pretrained.py [--only NAME] [--resume] [--smoke] [--judge]
 """
 
 import argparse
@@ -239,11 +247,214 @@ def make_versatile(resume: bool) -> None:
     print(f"wrote {TARGET / 'versatile'}.mopt and .json")
 
 
+ORTHOGONAL = {
+    "seed": 0,
+    "num_steps": 500,
+    "estimator": {
+        "num_tasks": 4,
+        "truncation": 20,
+        "min_horizon": 300,
+        "max_horizon": 3000,
+        "std": 0.01,
+        "max_scale": 3.0,
+    },
+    "optimizer": {"hidden_size": 8, "max_orthogonal_dim": 128, "ns_steps": 5},
+    "meta_lr": 1e-3,
+    "final_meta_lr": 1e-4,
+    "clip": 10.0,
+    "checkpoint_every": 50,
+}
+
+
+def meta_train_orthogonal(resume: bool, out: Path, num_steps: int | None = None):
+    """Meta-trains the orthogonal optimizer in ``out``; returns the run and the learned optimizer.
+
+    ``num_steps`` (a smoke test) overrides the recipe's length, schedule included.
+    """
+    import jax
+    import optax
+
+    import metaopt as mo
+    from metaopt.cli.run import checkpointed_meta_train
+    from metaopt.io.checkpoint import checkpoint_steps
+    from metaopt.optimizers.orthogonal import orthogonal_optimizer
+    from metaopt.train.orthogonal import orthogonal_estimator
+
+    recipe = dict(ORTHOGONAL, num_steps=num_steps or ORTHOGONAL["num_steps"])
+    out.mkdir(parents=True, exist_ok=True)
+    lopt = orthogonal_optimizer(**recipe["optimizer"])
+    estimator = orthogonal_estimator(mo.learned_optimizer(lopt), **recipe["estimator"])
+    schedule = optax.cosine_decay_schedule(
+        recipe["meta_lr"], recipe["num_steps"], recipe["final_meta_lr"] / recipe["meta_lr"]
+    )
+    meta_optimizer = optax.chain(optax.clip_by_global_norm(recipe["clip"]), optax.adam(schedule))
+    resume = resume and bool(checkpoint_steps(out / "checkpoints"))
+    run = checkpointed_meta_train(
+        out,
+        estimator,
+        jax.random.key(recipe["seed"]),
+        num_steps=recipe["num_steps"],
+        meta_optimizer=meta_optimizer,
+        config=recipe,
+        resume=resume,
+        checkpoint_every=recipe["checkpoint_every"],
+        # Every periodic checkpoint stays: the selection suite chooses among them.
+        keep_checkpoints=recipe["num_steps"] // recipe["checkpoint_every"] + 1,
+        progress=False,
+    )
+    print(f"meta-training {run.status} at meta-step {run.state.step} of {recipe['num_steps']}")
+    return run, lopt, estimator
+
+
+def judge_orthogonal(out: Path, every: int) -> dict:
+    """The untrained θ and every ``every``-th checkpoint's θ on the selection suite.
+
+    Baselines are tuned once; each problem's results are cached in
+    ``out/selection.json`` as they come, so an interrupted judgement continues where it
+    stopped and later checkpoints add only their own runs.
+    """
+    import jax
+
+    import metaopt as mo
+    from metaopt.evaluation.judge import EVAL_SEEDS, add_ratios, judge_problem, summarize_suite
+    from metaopt.evaluation.scoring import runner, summarize_runs
+    from metaopt.evaluation.selection import selection_problems
+    from metaopt.io.checkpoint import checkpoint_steps, read_theta
+    from metaopt.optimizers.orthogonal import orthogonal_optimizer
+    from metaopt.train.loop import run_keys
+
+    lopt = orthogonal_optimizer(**ORTHOGONAL["optimizer"])
+    # The θ the run started from (meta_train draws it from the run key's first split).
+    untrained = lopt.init(run_keys(jax.random.key(ORTHOGONAL["seed"]))[0])
+    thetas = {"orthogonal_untrained": untrained}
+    for step, _, path in checkpoint_steps(out / "checkpoints"):
+        if step % every == 0:
+            thetas[f"orthogonal_step{step}"] = read_theta(path, untrained)
+    cache_path = out / "selection.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {"problems": {}}
+    for problem in selection_problems():
+        row = cache["problems"].get(problem.name)
+        done = set() if row is None else set(row["optimizers"])
+        new = {k: mo.as_optax(lopt, th) for k, th in thetas.items() if k not in done}
+        print(f"{problem.name}: {', '.join(new) or 'nothing new'}", flush=True)
+        if row is None:
+            row = judge_problem(problem, new, seeds=EVAL_SEEDS, log=print)
+        else:
+            for name, tx in new.items():
+                run = runner(problem, lambda tx=tx: tx, 20)
+                row["optimizers"][name] = summarize_runs([run((), s) for s in EVAL_SEEDS])
+            add_ratios(row["optimizers"])
+        cache["problems"][problem.name] = row
+        cache["summary"] = summarize_suite(cache["problems"])
+        cache_path.write_text(json.dumps(cache, indent=1) + "\n")
+    return cache
+
+
+def make_orthogonal(resume: bool, smoke: bool, judge_only: bool) -> None:
+    """Meta-trains, chooses a checkpoint on the selection suite, and ships it if it helps."""
+    import jax
+
+    import metaopt as mo
+    from metaopt.evaluation.judge import format_summary
+    from metaopt.evaluation.machine import machine
+    from metaopt.io.checkpoint import checkpoint_steps, read_theta
+
+    out = BUILD / ("orthogonal_smoke" if smoke else "orthogonal")
+    if not judge_only:
+        run, _, _ = meta_train_orthogonal(resume and not smoke, out, 3 if smoke else None)
+        if run.status != "completed" or smoke:
+            if not smoke:
+                print("continue with: python scripts/make_pretrained.py --only orthogonal --resume")
+            return
+    cache = judge_orthogonal(out, every=2 * ORTHOGONAL["checkpoint_every"])
+    summary = cache["summary"]
+    print(format_summary(summary))
+    # The checkpoint with the lowest geometric mean over tuned AdamW; the later one on ties.
+    steps = sorted(
+        (int(k.removeprefix("orthogonal_step")), v)
+        for k, v in summary.items()
+        if k.startswith("orthogonal_step") and v["all_finite"]
+    )
+    untrained = summary["orthogonal_untrained"]
+    if not steps:
+        print("not shipped: no checkpoint stayed finite on every selection problem")
+        return
+    step, chosen = min(reversed(steps), key=lambda sv: sv[1]["geomean_over_tuned_adamw"])
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    last = metrics[-1]
+    record = {
+        "name": "orthogonal",
+        "lopt": "orthogonal",
+        "command": "python scripts/make_pretrained.py --only orthogonal [--resume]",
+        "eval_command": "python scripts/make_pretrained.py --only orthogonal --judge",
+        "seed": ORTHOGONAL["seed"],
+        "recipe": ORTHOGONAL,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "meta_train": {
+            "meta_steps": last["step"],
+            "seconds": last["seconds"],
+            "wall_seconds": last["wall_seconds"],
+            "function_steps_per_second": last["function_steps_per_second"],
+            "skipped": last["skipped_total"],
+        },
+        "chosen_checkpoint": step,
+        "evaluation": {
+            "suite": "selection",
+            "seeds": [1, 2, 3],
+            "summary": summary,
+            "problems": {
+                name: {
+                    "rates": p["rates"],
+                    "optimizers": {
+                        opt: {
+                            k: r[k]
+                            for k in (
+                                "heldout_final",
+                                "heldout_best",
+                                "train_final",
+                                "over_tuned_adamw",
+                                "over_adam_1e-3",
+                                "finite",
+                            )
+                        }
+                        for opt, r in p["optimizers"].items()
+                    },
+                }
+                for name, p in cache["problems"].items()
+            },
+        },
+    }
+    (out / "record.json").write_text(json.dumps(record, indent=2) + "\n")
+    if chosen["geomean_over_tuned_adamw"] > untrained["geomean_over_tuned_adamw"]:
+        print(
+            f"not shipped: the best checkpoint (meta-step {step}) scores "
+            f"{chosen['geomean_over_tuned_adamw']:.3f} × tuned AdamW on the selection suite, "
+            f"its untrained θ {untrained['geomean_over_tuned_adamw']:.3f}; see {out}"
+        )
+        return
+    path = next(p for s, _, p in checkpoint_steps(out / "checkpoints") if s == step)
+    lopt = mo.orthogonal_optimizer(**ORTHOGONAL["optimizer"])
+    theta = read_theta(path, lopt.init(jax.random.key(0)))
+    TARGET.mkdir(exist_ok=True)
+    mo.save(TARGET / "orthogonal.mopt", lopt, theta)
+    shutil.copyfile(out / "record.json", TARGET / "orthogonal.json")
+    print(f"wrote {TARGET / 'orthogonal'}.mopt and .json (meta-step {step})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", choices=sorted([*RECIPES, "versatile"]))
+    parser.add_argument("--only", choices=sorted([*RECIPES, "versatile", "orthogonal"]))
     parser.add_argument(
         "--resume", action="store_true", help="continue the versatile run from its checkpoint"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="three meta-steps of the orthogonal run, to check it"
+    )
+    parser.add_argument(
+        "--judge",
+        action="store_true",
+        help="judge the orthogonal run's checkpoints on the selection suite, without training",
     )
     args = parser.parse_args()
     for name, recipe in RECIPES.items():
@@ -251,6 +462,8 @@ def main() -> None:
             make(name, recipe)
     if args.only in (None, "versatile"):
         make_versatile(args.resume)
+    if args.only in (None, "orthogonal"):
+        make_orthogonal(args.resume, args.smoke, args.judge)
 
 
 if __name__ == "__main__":

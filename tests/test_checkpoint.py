@@ -9,6 +9,7 @@ from metaopt.io.checkpoint import (
     CheckpointError,
     checkpoint_steps,
     read_checkpoint,
+    read_theta,
     restore_latest,
     save_checkpoint,
 )
@@ -55,6 +56,17 @@ def test_round_trip_restores_every_array_and_counter_exactly(tmp_path, run):
     assert restored.best_validation_loss == state.best_validation_loss
     assert restored.seconds == state.seconds
     assert metadata == {"note": "x", "none": None}
+
+
+def test_read_theta_reads_only_theta_against_a_theta_template(tmp_path, run):
+    state, template = run
+    path = save_checkpoint(tmp_path, state, metadata={})
+    theta = read_theta(path, template.theta)
+    for got, want in zip(jax.tree.leaves(theta), jax.tree.leaves(state.theta), strict=True):
+        np.testing.assert_array_equal(got, want)
+    other = mo.lstm_optimizer(hidden_size=6).init(jax.random.key(0))
+    with pytest.raises(CheckpointError, match="theta"):
+        read_theta(path, other)
 
 
 @pytest.mark.parametrize("name", ["tbptt", "es", "pes", "nres", "full"])

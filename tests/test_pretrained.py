@@ -78,8 +78,57 @@ def test_pretrained_has_a_record_of_how_it_was_made(name):
         )
         assert geomean <= 1.0 and 2 * better > len(problems)
         assert evaluation["summary"][name]["all_finite"]
+    elif evaluation.get("suite") == "selection":
+        # Chosen on the held-in selection suite by held-out loss: the chosen checkpoint's
+        # geometric mean over tuned AdamW, recomputed from its per-problem ratios, is at
+        # most its untrained θ's (the shipping rule), and every run stayed finite.
+        chosen = f"{name}_step{record['chosen_checkpoint']}"
+        problems = evaluation["problems"].values()
+
+        def geomean(opt):
+            ratios = [p["optimizers"][opt]["over_tuned_adamw"] for p in problems]
+            return float(np.exp(np.mean(np.log(ratios))))
+
+        summary = evaluation["summary"]
+        np.testing.assert_allclose(
+            geomean(chosen), summary[chosen]["geomean_over_tuned_adamw"], rtol=1e-6
+        )
+        assert geomean(chosen) <= geomean(f"{name}_untrained")
+        assert all(p["optimizers"][chosen]["finite"] for p in problems)
     else:
         assert evaluation["learned"]["final_loss_mean"] > 0
         assert evaluation["adam"]["learning_rate"] > 0
     lopt, _ = mo.load(name)
     assert lopt.name == record["lopt"]
+
+
+def test_scale_and_weight_decay_options_match_the_base_update_by_hand():
+    base = mo.pretrained("versatile")
+    tx = mo.pretrained("versatile", scale=0.3, weight_decay=1e-3)
+    params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.ones(3)}
+    s_base, s_tx = base.init(params), tx.init(params)
+    for k in range(3):
+        grads = jax.tree.map(lambda p, k=k: jnp.cos(p * (k + 1)), params)
+        want, s_base = base.update(grads, s_base, params)
+        got, s_tx = tx.update(grads, s_tx, params, value=jnp.float32(1.0))
+        for name in params:
+            # (u − 1e-3 p) · 0.3 by hand, against optax's chain: float32 rounding.
+            expected = 0.3 * (np.asarray(want[name]) - 1e-3 * np.asarray(params[name]))
+            np.testing.assert_allclose(got[name], expected, rtol=1e-6, atol=1e-9)
+        params = optax.apply_updates(params, got)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"scale": 0.0}, ValueError, "scale"),
+        ({"scale": float("nan")}, ValueError, "scale"),
+        ({"scale": "1"}, TypeError, "scale"),
+        ({"weight_decay": -1e-4}, ValueError, "weight_decay"),
+        ({"weight_decay": float("inf")}, ValueError, "weight_decay"),
+        ({"weight_decay": None}, TypeError, "weight_decay"),
+    ],
+)
+def test_bad_options_name_the_argument(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        mo.pretrained("versatile", **kwargs)

@@ -45,6 +45,7 @@ from metaopt.learners.matching import matching_network
 from metaopt.learners.prototypical import prototypical_network
 from metaopt.optimizers.lstm import lstm_optimizer
 from metaopt.optimizers.mlp import mlp_optimizer
+from metaopt.optimizers.orthogonal import orthogonal_optimizer
 from metaopt.optimizers.versatile import versatile_optimizer
 from metaopt.tasks.augment import rescaled
 from metaopt.tasks.fewshot import fewshot_family
@@ -149,6 +150,7 @@ __all__ = [
     "mlp_regression_family",
     "nres",
     "optimizers",
+    "orthogonal_optimizer",
     "per_parameter_sgd",
     "pes",
     "pretrained",

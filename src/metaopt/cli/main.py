@@ -164,8 +164,7 @@ def _add_demo_fewshot_args(group) -> None:
         type=_positive_int,
         nargs="+",
         default=None,
-        help="sinusoid/fewshot/oneshot: support examples per task or class (default: 10; "
-        "1 and 5)",
+        help="sinusoid/fewshot/oneshot: support examples per task or class (default: 10; 1 and 5)",
     )
 
 

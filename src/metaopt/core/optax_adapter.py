@@ -12,7 +12,8 @@ def as_optax(lopt: LearnedOptimizer, theta: Theta) -> optax.GradientTransformati
 
     The result is used exactly like ``optax.adam(...)``: it returns additive updates,
     so ``optax.apply_updates(params, updates)`` takes the step. Extra keyword arguments
-    to ``update`` (``value=``, ...) are accepted and ignored.
+    to ``update`` (``value=``, ...) are accepted, so it drops into code written for
+    optax's extra-args optimizers, and ignored: no learned optimizer reads the loss.
 
     ``theta`` may be a traced value, which is how meta-training differentiates through
     the transformation.

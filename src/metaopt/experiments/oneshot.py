@@ -115,9 +115,7 @@ def _instance_curves(data, learner, theta, key, settings) -> dict[str, list[dict
             shots=settings["curve_shots"],
             rotations=rotations,
         )
-        curves[field] = _instance_curve(
-            learner, theta, family, key, settings["num_eval_tasks"]
-        )
+        curves[field] = _instance_curve(learner, theta, family, key, settings["num_eval_tasks"])
     return curves
 
 

@@ -232,6 +232,31 @@ def read_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict[s
     return template._replace(key=key, **trees, **counters), metadata
 
 
+def read_theta(path: str | os.PathLike, template: Any) -> Any:
+    """The meta-parameters θ of one checkpoint, read without the run's other arrays.
+
+    ``template`` is a θ of the same learner (its structure, shapes and dtypes), so a
+    checkpoint's θ can be judged without rebuilding the estimator that made it.
+
+    Raises:
+      CheckpointError: the file is unreadable or its θ has other shapes than ``template``'s.
+    """
+    path = Path(path)
+    payload = files.unframe(
+        path.read_bytes(),
+        MAGIC,
+        VERSION,
+        path=path,
+        what="metaopt checkpoint",
+        error=CheckpointError,
+    )
+    try:
+        raw = serialization.msgpack_restore(payload)["theta"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{str(path)!r} holds an unreadable checkpoint: {e}") from e
+    return _from_host(template, raw, f"{str(path)!r}: theta")
+
+
 def restore_latest(directory: str | os.PathLike, template: Any) -> tuple[Any, dict[str, Any], Path]:
     """Reads the newest readable checkpoint in ``directory``.
 

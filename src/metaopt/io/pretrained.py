@@ -6,6 +6,7 @@ from pathlib import Path
 
 import optax
 
+from metaopt.core import checks
 from metaopt.core.optax_adapter import as_optax
 from metaopt.core.types import LearnedOptimizer, Theta
 from metaopt.io.serialization import load_file
@@ -49,13 +50,41 @@ def load(name_or_path: str | os.PathLike) -> tuple[LearnedOptimizer, Theta]:
     return load_file(path)
 
 
-def pretrained(name: str) -> optax.GradientTransformationExtraArgs:
+def pretrained(
+    name: str, *, scale: float = 1.0, weight_decay: float = 0.0
+) -> optax.GradientTransformationExtraArgs:
     """A shipped learned optimizer as an optax transformation, ready to use.
+
+    Args:
+      name: a name of :func:`pretrained_names` (or a file written by ``save``).
+      scale: multiplies every step, as a learning-rate multiplier would; below 1 for
+        a more cautious run (fine-tuning), above 1 for a bolder one.
+      weight_decay: decoupled weight decay (Loshchilov & Hutter 2019): each step also
+        moves every parameter by ``-scale · weight_decay · param``, as AdamW's
+        ``learning_rate · weight_decay`` (e.g. 1e-4 for AdamW at 1e-3 with decay 0.1).
 
     Example:
       >>> import jax.numpy as jnp, optax
       >>> tx = optax.chain(optax.clip_by_global_norm(1.0), pretrained("mlp_regression"))
       >>> params = {"w": jnp.ones(3)}
       >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+      >>> def first_step(tx):
+      ...     return tx.update({"w": jnp.ones(3)}, tx.init(params), params)[0]["w"]
+      >>> step = first_step(pretrained("mlp_regression"))
+      >>> bool(jnp.allclose(first_step(pretrained("mlp_regression", scale=0.5)), 0.5 * step))
+      True
+      >>> decayed = first_step(pretrained("mlp_regression", weight_decay=0.01))
+      >>> bool(jnp.allclose(decayed, step - 0.01))
+      True
     """
-    return as_optax(*load(name))
+    scale = checks.positive_float("scale", scale)
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, int | float):
+        raise TypeError(f"weight_decay must be a number, got {weight_decay!r}")
+    if not 0.0 <= weight_decay < float("inf"):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
+    tx = as_optax(*load(name))
+    if scale == 1.0 and weight_decay == 0.0:
+        return tx
+    return optax.with_extra_args_support(
+        optax.chain(tx, optax.add_decayed_weights(-float(weight_decay)), optax.scale(scale))
+    )

@@ -142,9 +142,7 @@ def _sequence(config: dict, theta: Theta, episode: Episode, key: jax.Array):
         return mann_step(theta, state, *inputs)
 
     state, support_logits = jax.lax.scan(step, initial_state(config), (xs, delayed))
-    query_logits = jax.vmap(lambda x: mann_step(theta, state, x, one_hot[-1])[1])(
-        episode.x_query
-    )
+    query_logits = jax.vmap(lambda x: mann_step(theta, state, x, one_hot[-1])[1])(episode.x_query)
     return support_logits, labels, query_logits
 
 
@@ -273,7 +271,6 @@ ENTRY = Entry(
     "mann",
     _build,
     MANNOptions,
-    "θ is an LSTM controller with an LRUA memory; labels arrive a step late (Santoro et al. "
-    "2016)",
+    "θ is an LSTM controller with an LRUA memory; labels arrive a step late (Santoro et al. 2016)",
     frozenset({"episodic"}),
 )

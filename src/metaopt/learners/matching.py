@@ -118,6 +118,7 @@ def attention_lstm(weights: dict, query: jax.Array, support: jax.Array, steps: i
       >>> attention_lstm(w, jnp.ones(4), jnp.ones((3, 4)), steps=2).shape
       (4,)
     """
+
     def read(h: jax.Array) -> jax.Array:
         return jax.nn.softmax(support @ h) @ support
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from metaopt.core.registry import Entry, Registry
 from metaopt.core.types import LearnedOptimizer
-from metaopt.optimizers import lstm, mlp, versatile
+from metaopt.optimizers import lstm, mlp, orthogonal, versatile
 from metaopt.optimizers.split import conv_and_rest_optimizer
 
 
@@ -50,6 +50,7 @@ OPTIMIZERS = Registry(
         lstm.ENTRY,
         mlp.ENTRY,
         versatile.ENTRY,
+        orthogonal.ENTRY,
         Entry(
             "conv_and_rest",
             _conv_and_rest,

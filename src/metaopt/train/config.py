@@ -185,8 +185,7 @@ def _check_episodic(config: TrainConfig) -> None:
     if learner and not estimator:
         names = ", ".join(repr(n) for n in ESTIMATORS.names("episodic"))
         raise ValueError(
-            f"learner {config.learner!r} has no inner steps to unroll: set estimator to "
-            f"{names}"
+            f"learner {config.learner!r} has no inner steps to unroll: set estimator to {names}"
         )
     if estimator and "episodes" not in TASKS[config.task].traits:
         raise ValueError(
