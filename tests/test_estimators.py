@@ -673,6 +673,14 @@ def test_perturbations_are_independent_gaussians_in_every_leaf():
     assert np.all(np.abs(corr) < 5 / np.sqrt(n)), np.abs(corr).max()
     lag = np.mean(z[1:] * z[:-1], axis=0)
     assert np.all(np.abs(lag) < 5 / np.sqrt(n))
+    # Counters i and i + size/2 share one Threefry hash: the first half of the particles
+    # against the second half, coordinate by coordinate.
+    halves = np.mean(z[: n // 2] * z[n // 2 :], axis=0)
+    assert np.all(np.abs(halves) < 5 / np.sqrt(n // 2))
+    # Gaussian tails, not just two moments: P(|z| > 2) = 0.0455, standard error
+    # √(p(1 - p)/(n d)) ≈ 0.0007; the fourth moment is 3, standard error √(96/(n d)).
+    assert abs(np.mean(np.abs(z) > 2) - 0.0455) < 5 * np.sqrt(0.0455 * 0.9545 / z.size)
+    assert abs(np.mean(z**4) - 3) < 5 * np.sqrt(96 / z.size)
 
 
 @pytest.mark.parametrize("remat", ["none", "step"])

@@ -46,6 +46,28 @@ def particle_keys(key: jax.Array, num_tasks: int, perturbations: int) -> jax.Arr
     return jnp.repeat(jax.random.split(key, num_tasks), perturbations, axis=0)
 
 
+def interleave(pos: TaskState, neg: TaskState) -> TaskState:
+    """One batch of trajectories, each particle's θ+ε one followed by its θ−ε one.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> interleave(jnp.array([1, 2]), jnp.array([-1, -2])).tolist()
+      [1, -1, 2, -2]
+    """
+    return jax.tree.map(lambda p, n: jnp.stack([p, n], axis=1).reshape(-1, *p.shape[1:]), pos, neg)
+
+
+def signs(tasks: TaskState) -> tuple[TaskState, TaskState]:
+    """The θ+ε and θ−ε trajectories of an interleaved batch (:func:`interleave`).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> [s.tolist() for s in signs(jnp.array([1, -1, 2, -2]))]
+      [[1, 2], [-1, -2]]
+    """
+    return jax.tree.map(lambda x: x[0::2], tasks), jax.tree.map(lambda x: x[1::2], tasks)
+
+
 def run_pairs(
     learner: MetaLearner,
     family: TaskFamily,
@@ -61,54 +83,97 @@ def run_pairs(
 ) -> tuple[TaskState, TaskState, Trace, Trace]:
     """Advances each particle's θ+ε trajectory from ``pos`` and θ−ε one from ``neg``.
 
+    :func:`run_interleaved` on ``interleave(pos, neg)``, split again.
+    """
+    tasks, trace_pos, trace_neg = run_interleaved(
+        learner,
+        family,
+        objective,
+        schedule,
+        theta,
+        eps,
+        interleave(pos, neg),
+        keys,
+        length,
+        fresh_eps=fresh_eps,
+    )
+    return (*signs(tasks), trace_pos, trace_neg)
+
+
+def run_interleaved(
+    learner: MetaLearner,
+    family: TaskFamily,
+    objective: Objective,
+    schedule: HorizonSchedule,
+    theta: Theta,
+    eps: Theta,
+    tasks: TaskState,
+    keys: jax.Array,
+    length: int,
+    fresh_eps: Theta | None = None,
+) -> tuple[TaskState, Trace, Trace]:
+    """Advances an interleaved batch: trajectory ``2i`` with θ + ε_i, ``2i + 1`` with θ − ε_i.
+
     With ``fresh_eps``, a task that reaches its horizon is replaced by one drawn and
     trained with θ ± ``fresh_eps`` from its first step (NRES: each episode its own
     perturbation); without it, the replacement trains with θ ± ε like the task before.
 
     Each trajectory is :func:`~metaopt.estimators.truncation.run_truncation` with its
     particle's key. Both trajectories of a pair run in one batch, one loop over the
-    inner steps for all of them, and what a pair shares (its step keys, its
-    replacement task when the learner's initialization ignores θ) is computed once.
-    Replacement tasks are drawn only in truncations where some task reaches its
-    horizon. The loop runs two inner steps per iteration: the steps of many small
-    trajectories are many small kernels, and on a multi-core CPU each loop iteration
-    ends in a join of the threads that ran them; halving the iterations made PES with
-    the MLP optimizer on 32 quadratics 15-25% faster on 2 cores (no change on 1).
+    inner steps for all of them, and a pair's replacement task is drawn once when the
+    learner's initialization ignores θ. Replacement tasks are drawn only in truncations
+    where some task reaches its horizon; the other truncations run a loop without
+    replacement in it. The loop runs two inner steps per iteration: the steps of many
+    small trajectories are many small kernels, and on a multi-core CPU each loop
+    iteration ends in a join of the threads that ran them; halving the iterations made
+    PES with the MLP optimizer on 32 quadratics 15-25% faster on 2 cores (no change on
+    1).
+
+    Returns:
+      ``(tasks, trace_pos, trace_neg)``: the interleaved batch after the truncation and
+      the traces of the θ+ε and θ−ε trajectories.
     """
     k_fresh, k_steps = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+    step_keys = jnp.repeat(k_steps, 2, axis=0)
 
-    def signed(e):  # a pair axis inside the particle axis: (particle, sign, ...)
-        return jax.tree.map(lambda t, e: jnp.stack([t + e, t - e], axis=1), theta, e)
+    # One axis of trajectories, (particle, sign) merged: with a separate sign axis every
+    # step's small matrix products have two batch dimensions, which XLA's CPU backend
+    # runs several times slower.
+    def signed(e):
+        return jax.tree.map(
+            lambda t, e: jnp.stack([t + e, t - e], axis=1).reshape(-1, *jnp.shape(t)), theta, e
+        )
 
     thetas = signed(eps)
-    fresh_thetas = thetas if fresh_eps is None else signed(fresh_eps)
-    tasks = jax.tree.map(lambda p, n: jnp.stack([p, n], axis=1), pos, neg)
 
-    def draw_fresh():
-        def pair(th, k):
+    def one(t, task, fresh, fresh_t, k):
+        return advance(
+            learner, family, objective, t, task, fresh, k, length, unroll=2, fresh_theta=fresh_t
+        )
+
+    def with_replacement():
+        fresh_thetas = thetas if fresh_eps is None else signed(fresh_eps)
+
+        def pair(th, k):  # the key unbatched: what ignores θ is drawn once per pair
             return jax.vmap(lambda t: new_task(learner, family, schedule, t, k))(th)
 
-        return jax.vmap(pair)(fresh_thetas, k_fresh)
-
-    def no_fresh():
-        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(draw_fresh))
-
-    fresh = jax.lax.cond(reaches_horizon(tasks, length), draw_fresh, no_fresh)
-
-    def pair(th, fresh_th, task, new, k):
-        def one(t, ft, tk, nw):
-            ft = None if fresh_eps is None else ft
-            return advance(
-                learner, family, objective, t, tk, nw, k, length, unroll=2, fresh_theta=ft
+        by_pair = jax.tree.map(lambda x: x.reshape(-1, 2, *x.shape[1:]), fresh_thetas)
+        fresh = jax.vmap(pair)(by_pair, k_fresh)
+        fresh = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), fresh)
+        if fresh_eps is None:
+            return jax.vmap(lambda t, tk, f, k: one(t, tk, f, None, k))(
+                thetas, tasks, fresh, step_keys
             )
+        return jax.vmap(one)(thetas, tasks, fresh, fresh_thetas, step_keys)
 
-        return jax.vmap(one)(th, fresh_th, task, new)
+    def without_replacement():
+        return jax.vmap(lambda t, tk, k: one(t, tk, None, None, k))(thetas, tasks, step_keys)
 
-    tasks, trace = jax.vmap(pair)(thetas, fresh_thetas, tasks, fresh, k_steps)
-    (pos, trace_pos), (neg, trace_neg) = (
-        jax.tree.map(lambda x, i=i: x[:, i], (tasks, trace)) for i in (0, 1)
+    tasks, trace = jax.lax.cond(
+        reaches_horizon(tasks, length), with_replacement, without_replacement
     )
-    return pos, neg, trace_pos, trace_neg
+    trace_pos, trace_neg = signs(trace)
+    return tasks, trace_pos, trace_neg
 
 
 def split_gradient(tr_pos: Trace, tr_neg: Trace, before: Theta, after: Theta, std: float) -> Theta:

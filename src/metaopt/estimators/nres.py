@@ -39,8 +39,10 @@ from metaopt.core.registry import Entry
 from metaopt.core.types import Estimator, MetaLearner, TaskFamily, Theta, with_data
 from metaopt.estimators.antithetic import (
     init_particles,
+    interleave,
     particle_keys,
-    run_pairs,
+    run_interleaved,
+    signs,
     split_gradient,
     where_replaced,
 )
@@ -48,15 +50,30 @@ from metaopt.estimators.common import check_problem, check_std, perturbations, t
 from metaopt.estimators.objectives import Objective
 from metaopt.estimators.options import PerturbedOptions, RunSpec, perturbed_kwargs
 from metaopt.estimators.schedules import HorizonSchedule
-from metaopt.estimators.truncation import TaskState, weighted_sum
+from metaopt.estimators.truncation import TaskState, reaches_horizon, weighted_sum
 
 
 class NRESState(NamedTuple):
-    """Per particle (a leading particle axis): both trajectories and the episode's ε."""
+    """Both trajectories of every particle and its episode's ε.
 
-    pos: TaskState
-    neg: TaskState
+    Attributes:
+      tasks: the trajectories, interleaved (a leading axis of twice the particles):
+        particle ``i``'s θ+ε trajectory at ``2i``, its θ−ε one at ``2i + 1``.
+      eps: the episode's ε, with a leading particle axis.
+    """
+
+    tasks: TaskState
     eps: Theta
+
+    @property
+    def pos(self) -> TaskState:
+        """The θ+ε trajectories (a leading particle axis)."""
+        return signs(self.tasks)[0]
+
+    @property
+    def neg(self) -> TaskState:
+        """The θ−ε trajectories (a leading particle axis)."""
+        return signs(self.tasks)[1]
 
 
 def nres(
@@ -125,23 +142,26 @@ def nres(
                 learner, fam, schedule, theta, key, num_tasks, num_perturbations, desync=desync
             )
             eps = perturbations(theta, jax.random.fold_in(key, 1), n, std)
-            return NRESState(tasks, tasks, eps)
+            return NRESState(interleave(tasks, tasks), eps)
 
         def estimate(theta, state: NRESState, key):
             # A fresh ε' for every particle, used only by those whose task is replaced
-            # in this truncation (a new episode).
+            # in this truncation (a new episode), so drawn only when some task is.
             k_eps, k_run = jax.random.split(key)
-            fresh = perturbations(theta, k_eps, n, std)
+            fresh = jax.lax.cond(
+                reaches_horizon(state.tasks, truncation),
+                lambda: perturbations(theta, k_eps, n, std),
+                lambda: jax.tree.map(jnp.zeros_like, state.eps),
+            )
             keys = particle_keys(k_run, num_tasks, num_perturbations)
-            pos, neg, tr_pos, tr_neg = run_pairs(
+            tasks, tr_pos, tr_neg = run_interleaved(
                 learner,
                 fam,
                 objective,
                 schedule,
                 theta,
                 state.eps,
-                state.pos,
-                state.neg,
+                state.tasks,
                 keys,
                 truncation,
                 fresh_eps=fresh,
@@ -153,7 +173,7 @@ def nres(
                 "meta_loss": jnp.mean(l_pos + l_neg) / 2,
                 "loss": (jnp.mean(tr_pos.loss) + jnp.mean(tr_neg.loss)) / 2,
             }
-            return grad, NRESState(pos, neg, eps), metrics
+            return grad, NRESState(tasks, eps), metrics
 
         return Estimator(
             name="nres",

@@ -26,8 +26,10 @@ from metaopt.core.registry import Entry
 from metaopt.core.types import Estimator, MetaLearner, TaskFamily, Theta, with_data
 from metaopt.estimators.antithetic import (
     init_particles,
+    interleave,
     particle_keys,
-    run_pairs,
+    run_interleaved,
+    signs,
     split_gradient,
     where_replaced,
 )
@@ -39,11 +41,26 @@ from metaopt.estimators.truncation import TaskState, Trace, weighted_sum
 
 
 class PESState(NamedTuple):
-    """Per particle (a leading particle axis): both trajectories and the accumulated ξ."""
+    """Both trajectories of every particle and its accumulated ξ.
 
-    pos: TaskState
-    neg: TaskState
+    Attributes:
+      tasks: the trajectories, interleaved (a leading axis of twice the particles):
+        particle ``i``'s θ+ε trajectory at ``2i``, its θ−ε one at ``2i + 1``.
+      accumulated: ξ, with a leading particle axis.
+    """
+
+    tasks: TaskState
     accumulated: Theta
+
+    @property
+    def pos(self) -> TaskState:
+        """The θ+ε trajectories (a leading particle axis)."""
+        return signs(self.tasks)[0]
+
+    @property
+    def neg(self) -> TaskState:
+        """The θ−ε trajectories (a leading particle axis)."""
+        return signs(self.tasks)[1]
 
 
 def _pes_gradient(tr_pos: Trace, tr_neg: Trace, eps, accumulated, std: float):
@@ -119,23 +136,14 @@ def pes(
                 learner, fam, schedule, theta, key, num_tasks, num_perturbations, desync=desync
             )
             zeros = jax.tree.map(lambda x: jnp.zeros((n, *jnp.shape(x)), jnp.result_type(x)), theta)
-            return PESState(tasks, tasks, zeros)
+            return PESState(interleave(tasks, tasks), zeros)
 
         def estimate(theta, state: PESState, key):
             k_eps, k_run = jax.random.split(key)
             eps = perturbations(theta, k_eps, n, std)
             keys = particle_keys(k_run, num_tasks, num_perturbations)
-            pos, neg, tr_pos, tr_neg = run_pairs(
-                learner,
-                fam,
-                objective,
-                schedule,
-                theta,
-                eps,
-                state.pos,
-                state.neg,
-                keys,
-                truncation,
+            tasks, tr_pos, tr_neg = run_interleaved(
+                learner, fam, objective, schedule, theta, eps, state.tasks, keys, truncation
             )
             grad, accumulated = _pes_gradient(tr_pos, tr_neg, eps, state.accumulated, std)
             l_pos, l_neg = weighted_sum(tr_pos), weighted_sum(tr_neg)
@@ -143,7 +151,7 @@ def pes(
                 "meta_loss": jnp.mean(l_pos + l_neg) / 2,
                 "loss": (jnp.mean(tr_pos.loss) + jnp.mean(tr_neg.loss)) / 2,
             }
-            return grad, PESState(pos, neg, accumulated), metrics
+            return grad, PESState(tasks, accumulated), metrics
 
         return Estimator(
             name="pes",

@@ -245,7 +245,7 @@ def advance(
     objective: Objective,
     theta: Theta,
     task: TaskState,
-    fresh: TaskState,
+    fresh: TaskState | None,
     key: jax.Array,
     length: int,
     *,
@@ -260,7 +260,8 @@ def advance(
     length)`` with ``k_fresh, k_steps = jax.random.split(key)`` and ``fresh =
     new_task(..., k_fresh)``. ``fresh`` is read only if the task reaches its horizon
     (:func:`reaches_horizon`), so where it does not, any task of the same structure
-    will do.
+    will do, or None: the loop then has no replacement in it (``trace.replaced`` is
+    all False), which saves a select of the whole task state at every step.
 
     Args:
       learner: the meta-learner.
@@ -268,7 +269,8 @@ def advance(
       objective: what is measured after each update.
       theta: the meta-parameters.
       task: where the task stands.
-      fresh: the task that replaces it when it reaches its horizon.
+      fresh: the task that replaces it when it reaches its horizon; None if it does
+        not reach it within ``length`` steps.
       key: the randomness of the inner steps (minibatches, measurements).
       length: inner steps (a Python int).
       second_order: see :func:`run_truncation`.
@@ -286,9 +288,10 @@ def advance(
 
     def step(carry, step_key):
         task, replaced = carry
-        done = task.inner.step >= task.horizon
-        task = _select(done, fresh, task)
-        replaced = replaced | done
+        if fresh is not None:
+            done = task.inner.step >= task.horizon
+            task = _select(done, fresh, task)
+            replaced = replaced | done
         k_grad, k_measure = jax.random.split(step_key)
         step_tx = tx if fresh_theta is None else learner.tx(_select(replaced, fresh_theta, theta))
         loss_fn = functools.partial(family.loss, task.cfg)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from metaopt.core import checks
 from metaopt.core.registry import Entry
 from metaopt.core.types import LearnedOptimizer, Params, PyTree, Theta
-from metaopt.optimizers.leafwise import accumulate, map_leaves, zero_moments
+from metaopt.optimizers.leafwise import accumulate_stacked, map_leaves, zero_moments
 
 MOMENTUM_DECAYS = (0.5, 0.9, 0.99)
 SECOND_MOMENT_DECAY = 0.999
@@ -40,15 +40,25 @@ class MLPLOptState(NamedTuple):
 
 
 def _features(g, p, momenta, v):
+    """The (coordinates, features) input of the MLP; ``momenta`` stacked on a leading axis."""
     rsqrt = jax.lax.rsqrt(v + EPS)
     # √v's derivative is infinite at v = 0 (a parameter whose gradient has always been
     # zero, e.g. behind a dead ReLU), and ∞ · 0 poisons second-order meta-gradients with
     # NaN. A floor of 1e-30 changes the value by at most 1e-15.
-    feats = [g, p, *momenta, *(m * rsqrt for m in momenta), jnp.sqrt(v + 1e-30), g * rsqrt]
+    n, k = g.size, momenta.shape[0]
+    column = lambda f: f.reshape(n, 1)  # noqa: E731
+    feats = [
+        column(g),
+        column(p),
+        momenta.reshape(k, n).T,
+        (momenta * rsqrt).reshape(k, n).T,
+        column(jnp.sqrt(v + 1e-30)),
+        column(g * rsqrt),
+    ]
     # Coordinate-major (coordinates, features), so each layer is ``x @ w`` with the
     # weights' output axis contiguous. Under vmap with per-particle weights (ES, PES)
     # XLA runs this batched matmul several times faster than ``w.T @ x``.
-    x = jnp.stack([f.reshape(-1) for f in feats], axis=-1)
+    x = jnp.concatenate(feats, axis=1)
     # Normalize each feature by its root mean square over the tensor.
     return x * jax.lax.rsqrt(jnp.mean(x * x, axis=0, keepdims=True) + EPS)
 
@@ -118,8 +128,11 @@ def mlp_optimizer(
     def leaf_update(theta, g, p, momenta, v, step_bias):
         dtype = theta["layers"][0]["w"].dtype
         g32 = g.astype(dtype)
-        momenta, v = accumulate(g32, momenta, v, MOMENTUM_DECAYS, SECOND_MOMENT_DECAY)
-        x = _features(g32, p.astype(dtype), momenta, v)
+        stacked, v = accumulate_stacked(
+            g32, jnp.stack(momenta), v, MOMENTUM_DECAYS, SECOND_MOMENT_DECAY
+        )
+        x = _features(g32, p.astype(dtype), stacked, v)
+        momenta = tuple(stacked)
         layers = theta["layers"]
         x = jax.nn.relu(x @ layers[0]["w"] + (layers[0]["b"] + step_bias))
         for layer in layers[1:-1]:

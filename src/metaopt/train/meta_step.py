@@ -53,12 +53,14 @@ def make_meta_step(estimator: Estimator, meta_optimizer: optax.GradientTransform
         grad, est_state, metrics = estimator.estimate(state.theta, state.estimator_state, key)
         grad_norm = optax.tree.norm(grad)
         finite = jnp.isfinite(metrics["meta_loss"]) & jnp.isfinite(grad_norm)
-        safe_grad = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grad)
-        updates, new_opt_state = meta_optimizer.update(safe_grad, state.meta_opt_state, state.theta)
-        new_theta = optax.apply_updates(state.theta, updates)
-        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-        theta = jax.tree.map(keep, new_theta, state.theta)
-        opt_state = jax.tree.map(keep, new_opt_state, state.meta_opt_state)
+
+        def update():
+            updates, opt_state = meta_optimizer.update(grad, state.meta_opt_state, state.theta)
+            return optax.apply_updates(state.theta, updates), opt_state
+
+        # A branch rather than a select of every leaf: the update's state must not see a
+        # non-finite gradient, and one branch costs less than three selects per leaf of θ.
+        theta, opt_state = jax.lax.cond(finite, update, lambda: (state.theta, state.meta_opt_state))
         metrics = dict(metrics, grad_norm=grad_norm, skipped=(~finite).astype(jnp.int32))
         return MetaState(theta, opt_state, est_state), metrics
 
