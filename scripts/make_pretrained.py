@@ -44,8 +44,11 @@ RECIPES = {
         "lopt": "mlp",
         "seed": 0,
         "train": (
-            "metaopt train --task mlp_regression --lopt mlp --seed {seed} --epochs 150 "
-            "--tasks 32 --horizon 200 --truncation 20 --meta-lr 3e-3 --no-progress --out {out}"
+            # The shipped run's settings, pinned (it ran as --epochs 150, before
+            # truncated BPTT had defaults of its own).
+            "metaopt train --task mlp_regression --lopt mlp --seed {seed} --meta-steps 1500 "
+            "--tasks 32 --horizon 200 --truncation 20 --meta-lr 3e-3 --clip none "
+            "--validate-every 100 --validation-tasks 64 --no-progress --out {out}"
         ),
         "eval": (
             "metaopt eval --lopt {out}/optimizer.mopt --task mlp_regression --steps 200 "

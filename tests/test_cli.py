@@ -56,8 +56,8 @@ def test_console_script_is_installed():
 
 
 TRAIN = [
-    "--epochs",
-    "3",
+    "--meta-steps",
+    "6",
     "--tasks",
     "4",
     "--truncation",
@@ -65,7 +65,7 @@ TRAIN = [
     "--horizon",
     "10",
     "--validate-every",
-    "2",
+    "4",
     "--validation-tasks",
     "4",
     "--no-progress",
@@ -78,9 +78,9 @@ def test_train_then_eval(tmp_path, lopt):
     args = ["train", "--task", "mlp_regression", "--lopt", lopt, "--out", str(run_dir), *TRAIN]
     assert main(args) == 0
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    # One record per meta-step: 3 epochs of 10 steps in truncations of 5.
+    # One record per meta-step: 6 truncations of 5 steps.
     assert [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6]
-    # Validated at the end of every second epoch and after the last one.
+    # Validated every 4 meta-steps and after the last one.
     assert [r["step"] for r in lines if "validation_loss" in r] == [4, 6]
     summary = json.loads((run_dir / "summary.json").read_text())
     # The saved optimizer is the best one on validation; reloading it reproduces that loss.

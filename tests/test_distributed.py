@@ -24,14 +24,14 @@ from metaopt.train.config import TrainConfig
 from metaopt.train.train_run import initial_state
 
 ARGS = [
-    "--tasks", "4", "--truncation", "3", "--horizon", "6", "--epochs", "2",
+    "--tasks", "4", "--truncation", "3", "--horizon", "6", "--meta-steps", "4",
     "--validate-every", "100", "--validation-tasks", "4", "--checkpoint-every", "2",
     "--keep-checkpoints", "5", "--lopt", "mlp", "--no-progress",
 ]  # fmt: skip
 CONFIG = TrainConfig(
     tasks=4,
     horizon=6,
-    epochs=2,
+    meta_steps=4,
     validation_tasks=4,
     lopt="mlp",
     validate_every=100,

@@ -40,7 +40,7 @@ def test_demo_rejects_several_shots_for_sinusoids(tmp_path):
 def test_train_meta_sgd_with_maml_saves_theta_that_loads(tmp_path, capsys):
     out = tmp_path / "run"
     flags = ["--task", "sinusoid", "--learner", "metasgd", "--estimator", "maml"]
-    sizes = ["--horizon", "1", "--epochs", "2", "--tasks", "4", "--validation-tasks", "4"]
+    sizes = ["--horizon", "1", "--meta-steps", "2", "--tasks", "4", "--validation-tasks", "4"]
     assert main(["train", "--out", str(out), *flags, *sizes, "--no-progress"]) == 0
     learner = mo.meta_sgd(mo.sinusoid_family())
     template = learner.init(jax.random.key(0))

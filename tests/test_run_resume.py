@@ -22,10 +22,10 @@ import metaopt as mo
 from metaopt.io.checkpoint import checkpoint_steps, read_checkpoint
 from metaopt.train.train_run import initial_state, saved_config
 
-# 20 epochs × 2 truncations = 40 meta-steps; a checkpoint every 4, validation every epoch.
+# 40 meta-steps of one truncation each; a checkpoint every 4, validation every 2.
 ARGS = [
-    "--epochs",
-    "20",
+    "--meta-steps",
+    "40",
     "--tasks",
     "4",
     "--truncation",
@@ -33,7 +33,7 @@ ARGS = [
     "--horizon",
     "10",
     "--validate-every",
-    "1",
+    "2",
     "--validation-tasks",
     "4",
     "--checkpoint-every",

@@ -11,6 +11,8 @@ import pytest
 
 import metaopt as mo
 from metaopt.cli.main import main
+from metaopt.estimators.options import ONLINE_ES_DEFAULTS
+from metaopt.estimators.registry import ESTIMATORS
 from metaopt.io.checkpoint import checkpoint_steps, read_checkpoint
 from metaopt.train import build, train_run
 from metaopt.train import run as run_layer
@@ -18,8 +20,8 @@ from metaopt.train.config import TrainConfig, flatten, from_flat, read_toml, res
 from metaopt.train.hooks import callback
 
 TINY = [
-    "--epochs",
-    "2",
+    "--meta-steps",
+    "4",
     "--tasks",
     "2",
     "--truncation",
@@ -27,7 +29,7 @@ TINY = [
     "--horizon",
     "10",
     "--validate-every",
-    "1",
+    "2",
     "--validation-tasks",
     "2",
     "--no-progress",
@@ -66,14 +68,14 @@ def read_only_dir(path):
 @pytest.mark.parametrize(
     "flags, needle",
     [
-        (["--epochs", "0"], "--epochs"),
+        (["--meta-steps", "0"], "--meta-steps"),
         (["--tasks", "-3"], "--tasks"),
         (["--truncation", "-1"], "--truncation"),
         (["--meta-lr", "0"], "--meta-lr"),
         (["--seed", "-1"], "--seed"),
         (["--task", "imagenet"], "--task"),
         (["--lopt", "adam"], "--lopt"),
-        (["--epochs", "ten"], "--epochs"),
+        (["--meta-steps", "ten"], "--meta-steps"),
     ],
 )
 def test_bad_flags_name_the_flag(tmp_path, capsys, flags, needle):
@@ -83,23 +85,23 @@ def test_bad_flags_name_the_flag(tmp_path, capsys, flags, needle):
 @pytest.mark.parametrize(
     "toml, needles",
     [
-        ("epochs = 0", ["epochs must be a positive integer, got 0"]),
+        ("meta_steps = 0", ["meta_steps must be a positive integer, got 0"]),
         ("tasks = -3", ["tasks must be a positive integer, got -3"]),
         ("validation_tasks = 0", ["validation_tasks"]),
         ("meta_lr = -0.1", ["meta_lr must be a finite positive number"]),
-        ('epochs = "ten"', ["epochs must be a positive integer, got 'ten'"]),
-        ("epochs = 2.5", ["epochs must be a positive integer, got 2.5"]),
-        ("epochs = true", ["epochs must be a positive integer, got True"]),
+        ('meta_steps = "ten"', ["meta_steps must be a positive integer, got 'ten'"]),
+        ("meta_steps = 2.5", ["meta_steps must be a positive integer, got 2.5"]),
+        ("meta_steps = true", ["meta_steps must be a positive integer, got True"]),
         ('meta_lr = "fast"', ["meta_lr must be a positive number"]),
         ("progress = 1", ["progress must be true or false"]),
         ('task = "imagenet"', ["task must be one of", "imagenet"]),
         ('lopt = "adam"', ["lopt must be one of", "adam"]),
-        ("epoch = 3", ["unknown key 'epoch'", "did you mean 'epochs'"]),
+        ("meta_step = 3", ["unknown key 'meta_step'", "did you mean 'meta_steps'"]),
         ("colour = 3", ["unknown key 'colour'", "known keys"]),
-        ("epochs = ", ["not valid TOML", "line 1"]),
-        ("[run]\nepochs = 3", ["unknown key 'run'"]),
-        ("[epochs]\nx = 3", ["key 'epochs' must be a value, not a table"]),
-        ("epochs = 3\nepochs = 4", ["not valid TOML"]),
+        ("meta_steps = ", ["not valid TOML", "line 1"]),
+        ("[run]\nmeta_steps = 3", ["unknown key 'run'"]),
+        ("[meta_steps]\nx = 3", ["key 'meta_steps' must be a value, not a table"]),
+        ("meta_steps = 3\nmeta_steps = 4", ["not valid TOML"]),
     ],
 )
 def test_bad_config_files_name_the_file_and_the_key(tmp_path, capsys, toml, needles):
@@ -143,13 +145,13 @@ def read_toml_of(config):
 
 
 def test_resume_with_a_different_configuration_names_the_keys(tmp_path, capsys):
-    (tmp_path / "config.toml").write_text(to_toml(TrainConfig(epochs=2, tasks=2)))
+    (tmp_path / "config.toml").write_text(to_toml(TrainConfig(meta_steps=2, tasks=2)))
     err = fails(
-        ["train", "--out", str(tmp_path), "--resume", "--epochs", "3", "--seed", "1"],
+        ["train", "--out", str(tmp_path), "--resume", "--meta-steps", "3", "--seed", "1"],
         capsys,
         "different configuration",
     )
-    assert "epochs = 3 here, 2 in the saved run" in err
+    assert "meta_steps = 3 here, 2 in the saved run" in err
     assert "seed = 1 here, 0 in the saved run" in err
 
 
@@ -159,15 +161,15 @@ def test_resume_where_there_is_no_run_is_an_error(tmp_path, capsys):
 
 def test_config_file_then_flags_and_the_saved_config_repeats_the_run(tmp_path, capsys):
     config = tmp_path / "run.toml"
-    config.write_text("epochs = 1\ntasks = 3\ntruncation = 5\nhorizon = 10\nseed = 4\n")
+    config.write_text("meta_steps = 2\ntasks = 3\ntruncation = 5\nhorizon = 10\nseed = 4\n")
     first = tmp_path / "first"
     common = ["--validation-tasks", "2", "--no-progress"]
     args = ["train", "--out", str(first), "--config", str(config), "--tasks", "2", *common]
     assert main(args) == 0
     saved = read_toml(first / "config.toml")
     # The flag beat the file, the file beat the defaults, and defaults fill the rest.
-    assert (saved["tasks"], saved["epochs"], saved["seed"]) == (2, 1, 4)
-    assert saved == read_toml_of(from_flat(saved)) and saved["meta_lr"] == 1e-3
+    assert (saved["tasks"], saved["meta_steps"], saved["seed"]) == (2, 2, 4)
+    assert saved == read_toml_of(from_flat(saved)) and saved["meta_lr"] == 1e-2
     # The saved file, given back, is the same run: a new directory takes it as it is,
     # and the run's own directory resumes with it.
     assert resolve(read_toml(first / "config.toml")) == train_run.saved_config(first)
@@ -223,7 +225,7 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path, caps
 
     monkeypatch.setattr(build, "build_family", lambda task, split="train": bind(scale))
     monkeypatch.setattr(run_layer, "meta_train", meta_train)
-    args = ["train", "--out", str(tmp_path), *TINY, "--epochs", "10"]
+    args = ["train", "--out", str(tmp_path), *TINY, "--meta-steps", "20"]
     args += ["--checkpoint-every", "2", "--max-consecutive-skips", "3"]
     assert main(args) == 1
     err = capsys.readouterr().err
@@ -251,3 +253,48 @@ def test_conv_task_and_the_two_optimizer_pair_are_built_by_name():
     assert lopt.name == "conv_and_rest"
     assert lopt.config["conv"]["config"]["output_scale"] == 0.05
     assert lopt.config["rest"] == lopt.config["conv"]
+
+
+def test_an_estimators_defaults_fill_only_what_is_not_given():
+    config = flatten(TrainConfig(estimator="pes"))
+    assert {k: config[k] for k in ONLINE_ES_DEFAULTS} == ONLINE_ES_DEFAULTS
+    given = TrainConfig(estimator="pes", meta_lr=3e-3, options={"std": 0.02})
+    assert (given.meta_lr, given.options["std"], given.options["perturbations"]) == (3e-3, 0.02, 4)
+    assert TrainConfig().meta_lr == ESTIMATORS["tbptt"].defaults["meta_lr"]
+    # An estimator that sets no defaults runs with the fallbacks and its options' own.
+    reptile = TrainConfig(estimator="reptile", learner="learned_init", task="sinusoid")
+    assert (reptile.meta_lr, reptile.clip, reptile.meta_steps) == (1e-3, None, 500)
+
+
+def test_a_default_truncation_is_cut_to_the_horizon_and_a_given_one_is_checked():
+    assert TrainConfig(estimator="es", horizon=50).options["truncation"] == 50
+    assert TrainConfig(estimator="es").options["truncation"] == 100
+    with pytest.raises(ValueError, match=r"truncation \(60\) must not exceed horizon \(50\)"):
+        TrainConfig(estimator="es", horizon=50, options={"truncation": 60})
+
+
+def test_epochs_still_works_as_a_deprecated_budget_of_meta_steps():
+    with pytest.warns(DeprecationWarning, match="meta_steps = 15"):
+        config = TrainConfig(epochs=3, horizon=100, options={"truncation": 20})
+    assert config.meta_steps == 15 and config.epochs is None
+    assert "epochs" not in to_toml(config)
+    with pytest.warns(DeprecationWarning, match="meta_steps = 3"):
+        assert TrainConfig(estimator="full_bptt", epochs=3).meta_steps == 3
+
+
+def test_clip_none_unsets_an_estimators_clip_and_a_resume_keeps_it(tmp_path, capsys):
+    args = ["train", "--out", str(tmp_path), *TINY, "--estimator", "pes", "--clip", "none"]
+    args += ["--perturbations", "1", "--meta-steps", "2"]
+    assert main(args) == 0
+    saved = train_run.saved_config(tmp_path)
+    assert saved.clip is None and saved.estimator == "pes" and saved.options["std"] == 0.1
+    assert main([*args[:3], "--resume", "--meta-steps", "2"]) == 0
+    capsys.readouterr()
+
+
+def test_help_shows_each_estimators_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "pes, nres: 3000" in text and "es: 0.03" in text
+    assert "--desync, --no-desync" in text

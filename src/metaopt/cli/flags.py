@@ -11,6 +11,8 @@ import types
 from collections.abc import Iterable
 from typing import Any, Union, get_args, get_origin
 
+from metaopt.core.registry import value_text
+
 
 def flag_name(name: str) -> str:
     """``"meta_lr"`` -> ``"--meta-lr"``."""
@@ -24,13 +26,19 @@ def _value_type(field: dataclasses.Field) -> type:
     return kind if kind in (int, float, str, bool) else str
 
 
+def _or_none(kind: type):
+    """A flag type that reads ``none`` as None, for options that may be unset."""
+
+    def parse(text: str):
+        return None if text.strip().lower() == "none" else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its errors
+    return parse
+
+
 def default_text(default: Any) -> str:
     """How ``--help`` shows a default value."""
-    if default is None:
-        return "unset"
-    if isinstance(default, bool):
-        return "on" if default else "off"
-    return str(default)
+    return value_text(default)
 
 
 def add_field(
@@ -54,22 +62,16 @@ def add_field(
     help_text = f"{meta.get('help', '')} (default {shown})"
     kind = _value_type(field)
     if kind is bool:
-        if field.default is True:
-            group.add_argument(
-                "--no-" + field.name.replace("_", "-"),
-                dest=field.name,
-                action="store_false",
-                default=argparse.SUPPRESS,
-                help=f"turn off: {help_text}",
-            )
-        else:
-            group.add_argument(
-                flag_name(field.name),
-                action="store_true",
-                default=argparse.SUPPRESS,
-                help=help_text,
-            )
+        group.add_argument(
+            flag_name(field.name),
+            action=argparse.BooleanOptionalAction,
+            default=argparse.SUPPRESS,
+            help=help_text,
+        )
         return
+    if field.metadata.get("optional") and kind is not str:
+        kind = _or_none(kind)
+        help_text = help_text.replace(" (default", "; 'none' unsets it (default")
     group.add_argument(
         flag_name(field.name),
         type=kind,

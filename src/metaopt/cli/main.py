@@ -173,7 +173,7 @@ def _add_train_parser(sub) -> None:
     from metaopt.learners.registry import LEARNERS
     from metaopt.optimizers.registry import OPTIMIZERS
     from metaopt.tasks.registry import TASKS
-    from metaopt.train.config import run_fields
+    from metaopt.train.config import default_text, run_fields
 
     train = sub.add_parser(
         "train",
@@ -195,7 +195,7 @@ def _add_train_parser(sub) -> None:
     for field in run_fields():
         registry = registries.get(field.name)
         choices = None if registry is None else [*registry, *registry.aliases]
-        flags.add_field(run, field, choices=choices)
+        flags.add_field(run, field, defaults=default_text(field), choices=choices)
     for registry in (ESTIMATORS, OPTIMIZERS, LEARNERS, TASKS):
         _add_option_flags(train, registry)
     _add_hosts_args(
@@ -218,7 +218,8 @@ def _add_option_flags(train, registry) -> None:
     for owners in declared.values():
         defaults = {}
         for entry_name, field in owners:
-            defaults.setdefault(flags.default_text(field.default), []).append(entry_name)
+            value = flags.default_text(registry[entry_name].default(field))
+            defaults.setdefault(value, []).append(entry_name)
         shown = "; ".join(f"{', '.join(who)}: {d}" for d, who in defaults.items())
         flags.add_field(group, owners[0][1], defaults=shown)
 

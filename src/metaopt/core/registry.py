@@ -49,9 +49,25 @@ def option(
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def value_text(value: Any) -> str:
+    """How ``--help`` and messages show an option's value.
+
+    Example:
+      >>> value_text(None), value_text(True), value_text(0.5)
+      ('unset', 'on', '0.5')
+    """
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
 def check_value(field: dataclasses.Field, value: Any) -> Any:
     """``value`` checked (and normalized) against ``field``'s metadata; errors name it."""
     meta = field.metadata
+    if meta.get("optional") and isinstance(value, str) and value.lower() == "none":
+        value = None  # how a TOML file, which has no null, unsets an option
     if value is None and (meta.get("optional") or field.default is None):
         return None
     choices = meta.get("choices")
@@ -85,6 +101,10 @@ class Entry:
       summary: one line for ``--help`` and the README.
       traits: plain words the role's code asks about (``"truncated"``, ``"query"``,
         ``"initialization"``, ...).
+      defaults: the settings a run with this entry starts from, where they differ from
+        the options dataclass's defaults or the run's own (an estimator's meta-learning
+        rate, budget and perturbation scale, chosen so that it works from the command
+        line). Explicit values always win.
     """
 
     name: str
@@ -92,6 +112,20 @@ class Entry:
     options: type | None = None
     summary: str = ""
     traits: frozenset[str] = frozenset()
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+
+    def default(self, field: dataclasses.Field) -> Any:
+        """The value a run with this entry gives ``field`` when nothing sets it.
+
+        Example:
+          >>> from metaopt.estimators.registry import ESTIMATORS
+          >>> from metaopt.estimators.options import PerturbedOptions
+          >>> import dataclasses
+          >>> std = {f.name: f for f in dataclasses.fields(PerturbedOptions)}["std"]
+          >>> ESTIMATORS["pes"].default(std)
+          0.1
+        """
+        return self.defaults.get(field.name, field.default)
 
     def option_fields(self) -> tuple[dataclasses.Field, ...]:
         """The fields of this entry's options dataclass (none if it has none)."""
@@ -107,9 +141,10 @@ class Entry:
         """
         if self.options is None:
             return None
-        given = dict(values or {}) | more
         names = {f.name for f in self.option_fields()}
-        return check_options(self.options(**{k: v for k, v in given.items() if k in names}))
+        given = {k: v for k, v in self.defaults.items() if k in names}
+        given |= {k: v for k, v in (dict(values or {}) | more).items() if k in names}
+        return check_options(self.options(**given))
 
 
 class Registry(Mapping[str, Entry]):

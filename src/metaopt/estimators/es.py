@@ -136,4 +136,16 @@ ENTRY = Entry(
     PerturbedOptions,
     "antithetic truncated evolution strategies from a shared start",
     frozenset({"truncated", "perturbed", "diagnosable"}),
+    # Truncated ES sees only one truncation's effect of θ; by default one truncation
+    # spans the horizon, ES without truncation bias (benchmarks/estimator_defaults.py).
+    {
+        "std": 0.1,
+        "perturbations": 4,
+        "truncation": 100,
+        "objective": "final",
+        "clip": 1.0,
+        "meta_lr": 3e-2,
+        "meta_steps": 600,
+        "validation_tasks": 128,
+    },
 )

@@ -48,7 +48,12 @@ from metaopt.estimators.antithetic import (
 )
 from metaopt.estimators.common import check_problem, check_std, perturbations, truncated_config
 from metaopt.estimators.objectives import Objective
-from metaopt.estimators.options import PerturbedOptions, RunSpec, perturbed_kwargs
+from metaopt.estimators.options import (
+    ONLINE_ES_DEFAULTS,
+    PerturbedOptions,
+    RunSpec,
+    perturbed_kwargs,
+)
 from metaopt.estimators.schedules import HorizonSchedule
 from metaopt.estimators.truncation import TaskState, reaches_horizon, weighted_sum
 
@@ -201,4 +206,5 @@ ENTRY = Entry(
     PerturbedOptions,
     "noise-reuse evolution strategies: one perturbation per episode (Li et al. 2023)",
     frozenset({"truncated", "perturbed", "diagnosable"}),
+    ONLINE_ES_DEFAULTS,
 )

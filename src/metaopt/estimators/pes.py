@@ -35,7 +35,12 @@ from metaopt.estimators.antithetic import (
 )
 from metaopt.estimators.common import check_problem, check_std, perturbations, truncated_config
 from metaopt.estimators.objectives import Objective
-from metaopt.estimators.options import PerturbedOptions, RunSpec, perturbed_kwargs
+from metaopt.estimators.options import (
+    ONLINE_ES_DEFAULTS,
+    PerturbedOptions,
+    RunSpec,
+    perturbed_kwargs,
+)
 from metaopt.estimators.schedules import HorizonSchedule
 from metaopt.estimators.truncation import TaskState, Trace, weighted_sum
 
@@ -179,4 +184,5 @@ ENTRY = Entry(
     PerturbedOptions,
     "persistent evolution strategies, unbiased across truncations (Vicol et al. 2021)",
     frozenset({"truncated", "perturbed", "diagnosable"}),
+    ONLINE_ES_DEFAULTS,
 )

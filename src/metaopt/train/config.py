@@ -15,12 +15,13 @@ import difflib
 import json
 import os
 import tomllib
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from metaopt.core import checks
-from metaopt.core.registry import Entry, Registry, check_value, option
+from metaopt.core.registry import Entry, Registry, check_value, option, value_text
 from metaopt.estimators.registry import ESTIMATORS
 from metaopt.learners.registry import LEARNERS
 from metaopt.optimizers.registry import OPTIMIZERS
@@ -50,6 +51,60 @@ def _registered(registry: Registry):
 
 def _seed(name: str, value: Any) -> int:
     return checks.non_negative_int(name, value)
+
+
+class _EstimatorDefault:
+    """The default of a run field that each estimator may set (``Entry.defaults``)."""
+
+    def __repr__(self) -> str:
+        return "ESTIMATOR_DEFAULT"
+
+
+ESTIMATOR_DEFAULT: Any = _EstimatorDefault()
+
+# A run field's value when it is not given and the estimator sets no default for it.
+FALLBACKS: dict[str, Any] = {
+    "meta_steps": 500,
+    "tasks": 32,
+    "meta_lr": 1e-3,
+    "clip": None,
+    "validate_every": 50,
+    "validation_tasks": 64,
+}
+
+
+def _from_epochs(config: "TrainConfig") -> None:
+    """Reads the deprecated ``epochs`` as a meta-step budget, with a warning."""
+    steps = config.epochs * steps_per_epoch(config)
+    warnings.warn(
+        f"epochs is deprecated and goes away in the next release: use meta_steps "
+        f"(epochs = {config.epochs} is meta_steps = {steps} here)",
+        DeprecationWarning,
+        stacklevel=4,
+    )
+    object.__setattr__(config, "meta_steps", steps)
+    object.__setattr__(config, "epochs", None)
+
+
+def default_text(field: dataclasses.Field) -> str:
+    """How ``--help`` shows a run field's default: per estimator where they differ.
+
+    Example:
+      >>> fields = {f.name: f for f in run_fields()}
+      >>> default_text(fields["horizon"])
+      '100'
+      >>> "pes, nres: 0.01" in default_text(fields["meta_lr"])
+      True
+    """
+    if field.default is not ESTIMATOR_DEFAULT:
+        return value_text(field.default)
+    groups: dict[str, list[str]] = {}
+    for entry in ESTIMATORS.values():
+        value = value_text(entry.defaults.get(field.name, FALLBACKS[field.name]))
+        groups.setdefault(value, []).append(entry.name)
+    if len(groups) == 1:
+        return next(iter(groups))
+    return "; ".join(f"{', '.join(who)}: {value}" for value, who in groups.items())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,20 +138,27 @@ class TrainConfig:
     )
     estimator: str = option("tbptt", "meta-gradient estimator", check=_registered(ESTIMATORS))
     seed: int = option(0, "PRNG seed", check=_seed)
-    epochs: int = option(
-        100,
-        "how long to meta-train, in horizons: an epoch is ceil(horizon / truncation) "
-        "meta-steps for truncated estimators, one for the others",
+    meta_steps: int = option(
+        ESTIMATOR_DEFAULT,
+        "how long to meta-train, in meta-steps (meta-updates of θ); a truncated "
+        "estimator's meta-step runs one truncation, the others' a whole horizon",
         check=checks.positive_int,
     )
-    tasks: int = option(32, "tasks per meta-batch", check=checks.positive_int)
+    tasks: int = option(ESTIMATOR_DEFAULT, "tasks per meta-batch", check=checks.positive_int)
     horizon: int = option(100, "inner steps per task", check=checks.positive_int)
-    meta_lr: float = option(1e-3, "meta-optimizer (Adam) rate", check=checks.positive_float)
-    clip: float | None = option(
-        None, "clip the meta-gradient's global norm", check=checks.positive_float
+    meta_lr: float = option(
+        ESTIMATOR_DEFAULT, "meta-optimizer (Adam) rate", check=checks.positive_float
     )
-    validate_every: int = option(10, "epochs between validations", check=checks.positive_int)
-    validation_tasks: int = option(64, "validation tasks", check=checks.positive_int)
+    clip: float | None = option(
+        ESTIMATOR_DEFAULT,
+        "clip the meta-gradient's global norm",
+        check=checks.positive_float,
+        optional=True,
+    )
+    validate_every: int = option(
+        ESTIMATOR_DEFAULT, "meta-steps between validations", check=checks.positive_int
+    )
+    validation_tasks: int = option(ESTIMATOR_DEFAULT, "validation tasks", check=checks.positive_int)
     checkpoint_every: int = option(50, "meta-steps between checkpoints", check=checks.positive_int)
     keep_checkpoints: int = option(3, "recent checkpoints kept", check=checks.positive_int)
     max_consecutive_skips: int = option(
@@ -105,17 +167,32 @@ class TrainConfig:
     progress: bool = option(True, "show a progress bar")
     devices: int | None = option(
         None,
-        "devices to split the task batch over, from all processes (default: all visible); "
+        "devices to split the task batch over, from all processes (unset: all visible); "
         "on a CPU, JAX presents the cores as this many devices",
+        check=checks.positive_int,
+    )
+    epochs: int | None = option(
+        None,
+        "deprecated: use meta_steps; sets meta_steps to epochs × ceil(horizon / truncation) "
+        "for truncated estimators, epochs for the others",
         check=checks.positive_int,
     )
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        for f in run_fields():
-            object.__setattr__(self, f.name, check_value(f, getattr(self, f.name)))
+        fields = run_fields()
+        for f in fields:
+            if getattr(self, f.name) is not ESTIMATOR_DEFAULT:
+                object.__setattr__(self, f.name, check_value(f, getattr(self, f.name)))
+        chosen = ESTIMATORS[self.estimator].defaults
+        for f in fields:
+            if getattr(self, f.name) is ESTIMATOR_DEFAULT:
+                value = chosen.get(f.name, FALLBACKS[f.name])
+                object.__setattr__(self, f.name, check_value(f, value))
         object.__setattr__(self, "options", _resolve_options(self, dict(self.options)))
         _check_combination(self)
+        if self.epochs is not None:
+            _from_epochs(self)
 
     def __hash__(self) -> int:
         run = tuple(getattr(self, f.name) for f in run_fields())
@@ -154,8 +231,16 @@ def _resolve_options(config: TrainConfig, given: dict[str, Any]) -> dict[str, An
     """The options the run uses: ``given`` checked, the rest filled from the entries."""
     used: dict[str, Any] = {}
     for _, entry in config.entries():
-        if entry.options is not None:
-            used |= dataclasses.asdict(entry.make_options(given))
+        if entry.options is None:
+            continue
+        values = given
+        fields = {f.name: f for f in entry.option_fields()}
+        if "truncation" in fields and "truncation" not in given:
+            # A default truncation never asks for more steps than the horizon has.
+            values = given | {
+                "truncation": min(entry.default(fields["truncation"]), config.horizon)
+            }
+        used |= dataclasses.asdict(entry.make_options(values))
     known = option_fields()
     for key, value in given.items():
         if key in used:
@@ -362,7 +447,10 @@ def to_toml(config: TrainConfig) -> str:
       task = "quadratic"
     """
     lines = []
+    by_estimator = {f.name for f in run_fields() if f.default is ESTIMATOR_DEFAULT}
     for key, value in flatten(config).items():
+        if value is None and key in by_estimator:
+            value = "none"  # unset on purpose, not left to the estimator's default
         if value is None:
             continue
         if isinstance(value, bool):

@@ -37,7 +37,6 @@ from metaopt.train.config import (
     flatten,
     from_flat,
     read_toml,
-    steps_per_epoch,
     to_toml,
 )
 from metaopt.train.loop import MetaTrainState, init_meta_train_state, run_keys
@@ -178,7 +177,7 @@ def train_run(config: TrainConfig, out: str | Path, *, resume: bool = False) -> 
 
     Example:
       >>> import tempfile
-      >>> config = TrainConfig(epochs=1, tasks=2, horizon=10, options={"truncation": 5},
+      >>> config = TrainConfig(meta_steps=2, tasks=2, horizon=10, options={"truncation": 5},
       ...     validation_tasks=2, progress=False)
       >>> train_run(config, tempfile.mkdtemp()).status
       'completed'
@@ -195,7 +194,6 @@ def train_run(config: TrainConfig, out: str | Path, *, resume: bool = False) -> 
     mesh = run_mesh(config)
     lopt, estimator, val_family, meta_opt = components(config)
     key = jax.random.key(config.seed)
-    per_epoch = steps_per_epoch(config)
     validate = validation_loss(
         estimator.learner,
         val_family,
@@ -208,7 +206,7 @@ def train_run(config: TrainConfig, out: str | Path, *, resume: bool = False) -> 
         out,
         estimator,
         key,
-        num_steps=config.epochs * per_epoch,
+        num_steps=config.meta_steps,
         meta_optimizer=meta_opt,
         config=flatten(config),
         resume=resume,
@@ -217,7 +215,7 @@ def train_run(config: TrainConfig, out: str | Path, *, resume: bool = False) -> 
         max_consecutive_skips=config.max_consecutive_skips,
         may_change=OPERATIONAL,
         validate=validate,
-        validate_every=config.validate_every * per_epoch,
+        validate_every=config.validate_every,
         progress=config.progress,
         mesh=mesh,
     )
