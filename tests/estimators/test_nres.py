@@ -21,7 +21,7 @@ from numpy.polynomial.hermite_e import hermegauss
 
 import metaopt as mo
 from metaopt.estimators.common import perturbations
-from test_estimators import (
+from tests.estimators.test_estimators import (
     DIM,
     FAMILY,
     HORIZON,
