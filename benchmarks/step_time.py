@@ -5,9 +5,11 @@ Muon (``optax.contrib.muon``, Newton–Schulz on every matrix), the per-step cos
 orthogonalized direction done in full.
 
 A training step is loss, gradient, optimizer update and apply, jitted with the
-params and optimizer state donated, as a user's loop would run it. Two sizes: an
-MNIST-shaped 784-20-10 MLP with batch 128 (about 16k params) and a 784-1024-256-10
-MLP (about 1.07M params). Data is random: step time does not depend on its values.
+params and optimizer state donated, as a user's loop would run it. Three models: an
+MNIST-shaped 784-20-10 MLP with batch 128 (about 16k params), a 784-1024-256-10 MLP
+(about 1.07M params), and the report suite's nnx character transformer (2 blocks of
+width 48, batch 8 of 64 tokens), whose step is also compared with AdamW's. Data is
+random: step time does not depend on its values.
 
 Each optimizer's steps are timed in ``--repeats`` runs, the optimizers taking turns;
 the median is reported, with the spread of its ratio to Adam over the repeats.
@@ -19,40 +21,84 @@ import argparse
 import itertools
 import statistics
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 import metaopt as mo
 from common import write
+from metaopt.evaluation.report_models import CharTransformer, causal_lm_loss, nnx_functions
 from metaopt.tasks.regression import init_mlp, mlp_forward
 
 SIZES = {"16k": (784, 20, 10), "1M": (784, 1024, 256, 10)}
+# The report suite's character transformer (2 blocks of width 48, 4 heads, context 64,
+# batch 8): a full training step of a model with attention, LayerNorm and embeddings.
+TRANSFORMER = {"vocab": 96, "dim": 48, "depth": 2, "heads": 4, "seq_len": 64, "batch": 8}
 
 
-def make_step(tx):
+class Problem(NamedTuple):
+    """A model to time: its params, one batch, and ``loss(params, *batch)``."""
+
+    params: object
+    batch: tuple
+    loss: Callable
+    params_count: int
+
+
+def mlp_problem(sizes, batch=128) -> Problem:
+    """An MLP classifier on one random batch (step time does not depend on the data)."""
+
     def loss(params, x, y):
         logits = mlp_forward(params, x)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-    def step(params, state, x, y):
-        value, grads = jax.value_and_grad(loss)(params, x, y)
-        updates, state = tx.update(grads, state, params, value=value)
+    x = jax.random.normal(jax.random.key(1), (batch, sizes[0]))
+    y = jax.random.randint(jax.random.key(2), (batch,), 0, sizes[-1])
+    count = sum(a * b + b for a, b in itertools.pairwise(sizes))
+    return Problem(init_mlp(jax.random.key(0), sizes), (x, y), loss, count)
+
+
+def transformer_problem() -> Problem:
+    """The report suite's nnx character transformer on one random batch of tokens."""
+    c = TRANSFORMER
+    init, apply = nnx_functions(
+        lambda rngs: CharTransformer(
+            c["vocab"], c["dim"], c["depth"], c["heads"], c["seq_len"], rngs=rngs
+        )
+    )
+    params, state = init(jax.random.key(0))
+    tokens = jax.random.randint(jax.random.key(1), (c["batch"], c["seq_len"] + 1), 0, c["vocab"])
+
+    def loss(params, tokens):
+        logits, _ = apply(params, state, True, tokens[:, :-1])
+        return causal_lm_loss(logits, tokens[:, 1:])
+
+    count = sum(x.size for x in jax.tree.leaves(params))
+    return Problem(params, (tokens,), loss, count)
+
+
+def make_step(tx, loss):
+    def step(params, state, *batch):
+        value, grads = jax.value_and_grad(loss)(params, *batch)
+        updates, state = tx.update(grads, state, params)
         return optax.apply_updates(params, updates), state, value
 
     return jax.jit(step, donate_argnums=(0, 1))
 
 
 class Timed:
-    """One optimizer's compiled step on one MLP, with its own params and state."""
+    """One optimizer's compiled step on one problem, with its own params and state."""
 
-    def __init__(self, tx, sizes, batch=128):
-        self.params = init_mlp(jax.random.key(0), sizes)
-        self.x = jax.random.normal(jax.random.key(1), (batch, sizes[0]))
-        self.y = jax.random.randint(jax.random.key(2), (batch,), 0, sizes[-1])
+    def __init__(self, tx, problem: Problem):
+        self.params = jax.tree.map(jnp.copy, problem.params)
+        self.batch = problem.batch
         self.state = tx.init(self.params)
         start = time.perf_counter()
-        self.step = make_step(tx).lower(self.params, self.state, self.x, self.y).compile()
+        step = make_step(tx, problem.loss)
+        self.step = step.lower(self.params, self.state, *self.batch).compile()
         self.compile_seconds = time.perf_counter() - start
         self.times = []
         self.run(5)  # warm-up
@@ -61,15 +107,15 @@ class Timed:
         """Seconds per step over ``steps`` steps."""
         start = time.perf_counter()
         for _ in range(steps):
-            self.params, self.state, value = self.step(self.params, self.state, self.x, self.y)
+            self.params, self.state, value = self.step(self.params, self.state, *self.batch)
         jax.block_until_ready((self.params, value))
         return (time.perf_counter() - start) / steps
 
 
-def measure(makers, sizes, steps, repeats=3):
+def measure(makers, problem: Problem, steps, repeats=3):
     """Every optimizer's compile time and per-step times; the repeats take turns, so a
     change of load on a shared machine falls on all optimizers alike."""
-    timed = {name: Timed(make(), sizes) for name, make in makers.items()}
+    timed = {name: Timed(make(), problem) for name, make in makers.items()}
     for _ in range(repeats):
         for t in timed.values():
             t.times.append(t.run(steps))
@@ -97,12 +143,15 @@ def main() -> None:
     if args.only:
         keep = ("adam", "adamw", *args.only)
         optimizers = {k: v for k, v in optimizers.items() if k in keep}
-    record = {"steps": args.steps, "batch": 128, "sizes": {}}
-    for size_name, sizes in SIZES.items():
-        n_params = sum(a * b + b for a, b in itertools.pairwise(sizes))
+    record = {"steps": args.steps, "batch": 128, "transformer": TRANSFORMER, "sizes": {}}
+    problems = {name: (sizes, lambda s=sizes: mlp_problem(s)) for name, sizes in SIZES.items()}
+    problems["transformer"] = ("transformer 2×48", transformer_problem)
+    for size_name, (sizes, make_problem) in problems.items():
+        problem = make_problem()
+        n_params = problem.params_count
         rows = {}
         for name, (compile_s, times) in measure(
-            optimizers, sizes, args.steps, repeats=args.repeats
+            optimizers, problem, args.steps, repeats=args.repeats
         ).items():
             rows[name] = {
                 "compile_seconds": compile_s,
@@ -118,18 +167,21 @@ def main() -> None:
             pairs = zip(row["step_seconds_repeats"], adam["step_seconds_repeats"], strict=True)
             ratios = [a / b for a, b in pairs]
             row["over_adam_min_max"] = [min(ratios), max(ratios)]
+            if adamw is not None:
+                row["step_time_over_adamw"] = row["step_seconds"] / adamw["step_seconds"]
         record["sizes"][size_name] = {"layers": sizes, "params": n_params, "optimizers": rows}
-        print(f"\nMLP {'-'.join(map(str, sizes))} ({n_params:,} params), batch 128")
+        shape = sizes if isinstance(sizes, str) else "MLP " + "-".join(map(str, sizes))
+        print(f"\n{shape} ({n_params:,} params)")
         print(
             f"{'optimizer':<16} {'compile s':>9} {'× adamw':>8} {'step ms':>9} {'× adam':>7} "
-            f"{'spread':>13}"
+            f"{'spread':>13} {'× adamw':>8}"
         )
         for name, row in rows.items():
             lo, hi = row["over_adam_min_max"]
             print(
                 f"{name:<16} {row['compile_seconds']:9.2f} {row.get('compile_over_adamw', 0):8.2f} "
                 f"{row['step_seconds'] * 1e3:9.3f} {row['step_time_over_adam']:7.2f} "
-                f"{lo:6.2f}–{hi:<6.2f}"
+                f"{lo:6.2f}–{hi:<6.2f} {row.get('step_time_over_adamw', 0):8.2f}"
             )
     print(f"\nwrote {write('step_time', record)}")
 
