@@ -67,3 +67,61 @@ def test_demos_reject_unknown_methods_and_bad_sizes(tmp_path):
         sinusoid_demo(tmp_path / "b", meta_steps=0)
     with pytest.raises(ValueError, match="reptile_inner_lr"):
         sinusoid_demo(tmp_path / "c", reptile_inner_lr=-1.0)
+
+
+def test_sinusoid_demo_stopped_part_way_resumes_to_the_uninterrupted_theta(
+    tmp_path, capsys, monkeypatch
+):
+    import os
+    import signal
+
+    from metaopt.experiments import fewshot
+    from metaopt.train import run
+    from metaopt.train.hooks import callback
+
+    thetas = {}
+    real_run_methods, real_meta_train = fewshot.run_methods, run.meta_train
+
+    def run_methods(*args, out, **kwargs):  # keeps each demo's final θ of every method
+        results, fitted = real_run_methods(*args, out=out, **kwargs)
+        thetas[out.parent.name] = {name: theta for name, (_, theta, _) in fitted.items()}
+        return results, fitted
+
+    calls = []
+
+    def meta_train(*args, hooks, **kwargs):  # SIGTERM at meta-step 2 of the second method
+        calls.append(None)
+
+        def hook(state, record):
+            if len(calls) == 2 and state.step == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        # After the hook that writes metrics and checkpoints, before the signal check.
+        return real_meta_train(*args, hooks=[hooks[0], callback(hook), *hooks[1:]], **kwargs)
+
+    monkeypatch.setattr(fewshot, "run_methods", run_methods)
+    demo = ["demo", "--task", "sinusoid", *TINY, "--meta-steps", "4", "--no-progress"]
+    demo += ["--methods", "maml", "reptile"]
+    assert main([*demo, "--out", str(tmp_path / "whole")]) == 0
+    monkeypatch.setattr(run, "meta_train", meta_train)
+    stopped = [*demo, "--out", str(tmp_path / "stopped")]
+    assert main(stopped) == 128 + signal.SIGTERM
+    assert "--resume" in capsys.readouterr().err
+    monkeypatch.setattr(run, "meta_train", real_meta_train)
+    assert main([*stopped, "--resume"]) == 0
+    # MAML had finished: it is read back; Reptile continues from its meta-step 2.
+    err = capsys.readouterr().err
+    assert "(meta-step 4)" in err and "(meta-step 2)" in err
+    metrics = (tmp_path / "stopped/runs/reptile/metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in metrics] == [1, 2, 3, 4]
+    # Meta-step i draws from fold_in(key, i) and the checkpoint holds every array the
+    # next step reads, so resuming must reproduce the uninterrupted θ bit for bit.
+    for name in ("maml", "reptile"):
+        whole, resumed = thetas["whole"][name], thetas["stopped"][name]
+        assert jax.tree.structure(whole) == jax.tree.structure(resumed)
+        for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("whole", "stopped"))
+    assert (
+        a["methods"]["reptile"]["query_loss_1_step"] == b["methods"]["reptile"]["query_loss_1_step"]
+    )

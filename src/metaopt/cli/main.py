@@ -386,7 +386,7 @@ def _fewshot_demo(args: argparse.Namespace) -> None:
             methods=None if args.methods is None else tuple(args.methods),
         ).items()
         if v is not None
-    }
+    } | {"resume": args.resume}
     if args.task == "sinusoid":
         if args.shots is not None and len(args.shots) != 1:
             raise SystemExit("metaopt demo: --task sinusoid takes one --shots value")

@@ -146,7 +146,8 @@ class Estimator(NamedTuple):
       learner: the meta-learner whose θ is estimated for (a :class:`MetaLearner`, or
         an :class:`EpisodicLearner` for the ``episodic`` estimator).
       data: the task family's arrays (see :class:`TaskFamily`).
-      bind: ``bind(data) -> Estimator`` over other arrays of the same shapes.
+      bind: ``bind(data) -> Estimator`` over other arrays of the same shapes. Factories
+        set both with :func:`rebindable`.
     """
 
     name: str
@@ -157,3 +158,42 @@ class Estimator(NamedTuple):
     learner: MetaLearner | EpisodicLearner
     data: PyTree = None
     bind: "Callable[[PyTree], Estimator] | None" = None
+
+
+def rebindable(build: "Callable[[Any], Estimator]", source: Any) -> Estimator:
+    """``build(source)`` with ``data`` and ``bind`` set, so it can read other arrays.
+
+    Every estimator factory ends here: ``build`` makes the estimator over one task
+    family, and this sets its ``data`` to the family's and its ``bind(data)`` to
+    ``build`` over the family reading ``data`` (:func:`with_data`), so the loop can
+    pass a dataset as a traced argument. ``source`` may also be a tuple of estimators
+    (a mixture's members), whose data is the tuple of theirs, each rebound to its own.
+
+    Args:
+      build: ``build(source) -> Estimator``, ``data`` and ``bind`` left unset.
+      source: a :class:`TaskFamily`, or a plain tuple of estimators.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> def family(data):
+      ...     return TaskFamily("dot", None, None, lambda c, p, k: data @ p, data, family)
+      >>> def build(fam):
+      ...     return Estimator("e", {}, None, lambda th, s, k: fam.loss(None, th, k), 0, None)
+      >>> est = rebindable(build, family(jnp.ones(3)))
+      >>> doubled = with_data(est, 2 * est.data)
+      >>> ones = jnp.ones(3)
+      >>> float(est.estimate(ones, None, None)), float(doubled.estimate(ones, None, None))
+      (3.0, 6.0)
+    """
+    members = type(source) is tuple
+
+    def read(data: PyTree) -> Any:
+        if members:
+            return tuple(with_data(e, d) for e, d in zip(source, data, strict=True))
+        return with_data(source, data)
+
+    def over(src: Any) -> Estimator:
+        data = tuple(e.data for e in src) if members else src.data
+        return build(src)._replace(data=data, bind=lambda d: over(read(d)))
+
+    return over(source)

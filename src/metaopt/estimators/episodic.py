@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from metaopt.core import checks
 from metaopt.core.registry import Entry
 from metaopt.core.sharding import constrain_tasks
-from metaopt.core.types import EpisodicLearner, Estimator, TaskFamily, with_data
+from metaopt.core.types import EpisodicLearner, Estimator, TaskFamily, rebindable
 from metaopt.estimators.options import RunSpec
 from metaopt.learners.episodic import check_learner
 from metaopt.tasks.fewshot import check_episode
@@ -92,11 +92,9 @@ def episodic(learner: EpisodicLearner, family: TaskFamily, *, num_tasks: int) ->
             estimate=estimate,
             function_steps=num_tasks,
             learner=learner,
-            data=fam.data,
-            bind=lambda data: build(with_data(family, data)),
         )
 
-    return build(family)
+    return rebindable(build, family)
 
 
 def _build(learner: EpisodicLearner, family: TaskFamily, run: RunSpec, options: None) -> Estimator:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from metaopt.core import checks
 from metaopt.core.registry import Entry
-from metaopt.core.types import Estimator, MetaLearner, TaskFamily, with_data
+from metaopt.core.types import Estimator, MetaLearner, TaskFamily, rebindable
 from metaopt.estimators.antithetic import init_particles, particle_keys, run_pairs
 from metaopt.estimators.common import (
     check_problem,
@@ -117,11 +117,9 @@ def es(
             estimate=estimate,
             function_steps=2 * n * truncation,
             learner=learner,
-            data=fam.data,
-            bind=lambda data: build(with_data(family, data)),
         )
 
-    return build(family)
+    return rebindable(build, family)
 
 
 def _build(

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from metaopt.core import checks
 from metaopt.core.registry import Entry, option
-from metaopt.core.types import Estimator, MetaLearner, TaskFamily, with_data
+from metaopt.core.types import Estimator, MetaLearner, TaskFamily, rebindable
 from metaopt.estimators.common import check_problem
 from metaopt.estimators.objectives import Objective
 from metaopt.estimators.options import REMAT, RunSpec, objective_of, objective_option
@@ -120,11 +120,9 @@ def full_bptt(
             estimate=estimate,
             function_steps=num_tasks * schedule.max_horizon,
             learner=learner,
-            data=fam.data,
-            bind=lambda data: build(with_data(family, data)),
         )
 
-    return build(family)
+    return rebindable(build, family)
 
 
 @dataclasses.dataclass(frozen=True)

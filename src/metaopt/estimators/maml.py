@@ -13,19 +13,10 @@ With a :func:`~metaopt.meta_sgd` learner this is Meta-SGD's estimator (Li et al.
 import dataclasses
 
 from metaopt.core.registry import Entry, option
-from metaopt.core.types import Estimator, MetaLearner, TaskFamily
+from metaopt.core.types import Estimator, MetaLearner, TaskFamily, rebindable
 from metaopt.estimators.full_bptt import full_bptt
 from metaopt.estimators.objectives import Objective, held_out
 from metaopt.estimators.options import REMAT, RunSpec
-
-
-def _named(estimator: Estimator, name: str, **extra) -> Estimator:
-    """``estimator`` under another name, kept across ``bind``."""
-    return estimator._replace(
-        name=name,
-        config={**estimator.config, **extra},
-        bind=lambda data: _named(estimator.bind(data), name, **extra),
-    )
 
 
 def maml(
@@ -64,16 +55,21 @@ def maml(
       ('maml', True)
     """
     objective = held_out(final_only=True) if objective is None else objective
-    estimator = full_bptt(
-        learner,
-        family,
-        num_tasks=num_tasks,
-        horizon=inner_steps,
-        objective=objective,
-        second_order=not first_order,
-        remat=remat,
-    )
-    return _named(estimator, "fomaml" if first_order else "maml", inner_steps=inner_steps)
+
+    def build(fam: TaskFamily) -> Estimator:
+        estimator = full_bptt(
+            learner,
+            fam,
+            num_tasks=num_tasks,
+            horizon=inner_steps,
+            objective=objective,
+            second_order=not first_order,
+            remat=remat,
+        )
+        config = {**estimator.config, "inner_steps": inner_steps}
+        return estimator._replace(name="fomaml" if first_order else "maml", config=config)
+
+    return rebindable(build, family)
 
 
 def fomaml(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from metaopt.core.types import Estimator, PyTree, Theta
+from metaopt.core.types import Estimator, PyTree, Theta, rebindable
 
 
 def mixture(estimators: Sequence[Estimator], weights: Sequence[float] | None = None) -> Estimator:
@@ -81,10 +81,6 @@ def mixture(estimators: Sequence[Estimator], weights: Sequence[float] | None = N
                 metrics[f"meta_loss_{i}"] = m["meta_loss"]
             return grad, tuple(states), metrics
 
-        def bind(data: PyTree) -> Estimator:
-            pairs = zip(members, data, strict=True)
-            return build(tuple(e if e.bind is None else e.bind(d) for e, d in pairs))
-
         return Estimator(
             name="mixture",
             config={"members": [dict(e.config, name=e.name) for e in members], "weights": weights},
@@ -92,8 +88,6 @@ def mixture(estimators: Sequence[Estimator], weights: Sequence[float] | None = N
             estimate=estimate,
             function_steps=sum(e.function_steps for e in members),
             learner=learner,
-            data=tuple(e.data for e in members),
-            bind=bind,
         )
 
-    return build(estimators)
+    return rebindable(build, estimators)

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 
 from metaopt.core import checks
 from metaopt.core.registry import Entry
-from metaopt.core.types import Estimator, MetaLearner, TaskFamily, Theta, with_data
+from metaopt.core.types import Estimator, MetaLearner, TaskFamily, Theta, rebindable
 from metaopt.estimators.antithetic import (
     init_particles,
     interleave,
@@ -187,11 +187,9 @@ def nres(
             estimate=estimate,
             function_steps=2 * n * truncation,
             learner=learner,
-            data=fam.data,
-            bind=lambda data: build(with_data(family, data)),
         )
 
-    return build(family)
+    return rebindable(build, family)
 
 
 def _build(

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from metaopt.core import checks
 from metaopt.core.registry import Entry
-from metaopt.core.types import Estimator, MetaLearner, TaskFamily, Theta, with_data
+from metaopt.core.types import Estimator, MetaLearner, TaskFamily, Theta, rebindable
 from metaopt.estimators.antithetic import (
     init_particles,
     interleave,
@@ -165,11 +165,9 @@ def pes(
             estimate=estimate,
             function_steps=2 * n * truncation,
             learner=learner,
-            data=fam.data,
-            bind=lambda data: build(with_data(family, data)),
         )
 
-    return build(family)
+    return rebindable(build, family)
 
 
 def _build(

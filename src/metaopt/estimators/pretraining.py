@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from metaopt.core import checks
 from metaopt.core.registry import Entry
-from metaopt.core.types import Estimator, MetaLearner, TaskFamily, with_data
+from metaopt.core.types import Estimator, MetaLearner, TaskFamily, rebindable
 from metaopt.estimators.options import RunSpec
 
 
@@ -68,11 +68,9 @@ def pretraining(learner: MetaLearner, family: TaskFamily, *, num_tasks: int) -> 
             estimate=estimate,
             function_steps=num_tasks,
             learner=learner,
-            data=fam.data,
-            bind=lambda data: build(with_data(family, data)),
         )
 
-    return build(family)
+    return rebindable(build, family)
 
 
 def _build(learner: MetaLearner, family: TaskFamily, run: RunSpec, options: None) -> Estimator:

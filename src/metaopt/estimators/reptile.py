@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from metaopt.core import checks
 from metaopt.core.registry import Entry
-from metaopt.core.types import Estimator, MetaLearner, Params, TaskFamily, Theta, with_data
+from metaopt.core.types import Estimator, MetaLearner, Params, TaskFamily, Theta, rebindable
 from metaopt.estimators.common import check_problem
 from metaopt.estimators.objectives import Objective, final_loss, held_out
 from metaopt.estimators.options import RunSpec
@@ -104,11 +104,9 @@ def reptile(
             estimate=estimate,
             function_steps=num_tasks * inner_steps,
             learner=learner,
-            data=fam.data,
-            bind=lambda data: build(with_data(family, data)),
         )
 
-    return build(family)
+    return rebindable(build, family)
 
 
 def _build(learner: MetaLearner, family: TaskFamily, run: RunSpec, options: None) -> Estimator:

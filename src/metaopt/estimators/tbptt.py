@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from metaopt.core import checks
 from metaopt.core.registry import Entry, option
-from metaopt.core.types import Estimator, MetaLearner, TaskFamily, with_data
+from metaopt.core.types import Estimator, MetaLearner, TaskFamily, rebindable
 from metaopt.estimators.common import check_problem, truncated_config
 from metaopt.estimators.objectives import Objective
 from metaopt.estimators.options import REMAT, RunSpec, TruncatedOptions, truncated_kwargs
@@ -118,11 +118,9 @@ def tbptt(
             estimate=estimate,
             function_steps=num_tasks * truncation,
             learner=learner,
-            data=fam.data,
-            bind=lambda data: build(with_data(family, data)),
         )
 
-    return build(family)
+    return rebindable(build, family)
 
 
 @dataclasses.dataclass(frozen=True)

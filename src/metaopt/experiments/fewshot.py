@@ -32,12 +32,14 @@ from metaopt.estimators.pretraining import pretraining
 from metaopt.estimators.reptile import reptile
 from metaopt.evaluation.adaptation import adaptation_curves, query_loss
 from metaopt.evaluation.machine import machine
+from metaopt.io.checkpoint import checkpoint_steps
 from metaopt.learners.initialization import learned_initialization
 from metaopt.learners.learning_rates import meta_sgd
 from metaopt.tasks import datasets
 from metaopt.tasks.fewshot import fewshot_family, query_accuracy
 from metaopt.tasks.sinusoid import sinusoid_family
-from metaopt.train.loop import meta_train
+from metaopt.train.plots import read_metrics
+from metaopt.train.run import MetaTrainRun, checkpointed_meta_train, require_completed
 
 METHODS = ("maml", "fomaml", "reptile", "metasgd", "pretrained")
 FINE_TUNE_RATES = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -140,6 +142,49 @@ def method_keys(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     return k_train, k_tune, k_eval
 
 
+# Settings that only change the evaluation: a resumed run may change them.
+EVALUATION_SETTINGS = frozenset({"num_eval_tasks", "num_tune_tasks", "eval_steps"})
+
+
+def _meta_train_method(
+    name: str,
+    family: TaskFamily,
+    key: jax.Array,
+    settings: dict[str, Any],
+    run_dir: Path,
+    resume: bool,
+    progress: bool,
+) -> tuple[MetaLearner, MetaTrainRun]:
+    """One method's meta-training, checkpointed in ``run_dir``; raises if it stopped.
+
+    Resuming, a method with no checkpoint yet (the run stopped before it began)
+    starts afresh.
+    """
+    learner, est, meta_opt = _method(name, family, settings)
+    run_dir = prepare_dir(run_dir, "out")
+    run = checkpointed_meta_train(
+        run_dir,
+        est,
+        key,
+        num_steps=settings["meta_steps"],
+        meta_optimizer=meta_opt,
+        config={"method": name, "family": family.name, **settings},
+        resume=resume and bool(checkpoint_steps(run_dir / "checkpoints")),
+        may_change=EVALUATION_SETTINGS,
+        progress=progress,
+    )
+    return learner, require_completed(run)
+
+
+def _inner_rule(name: str, settings: dict[str, Any]) -> str:
+    """How the method's inner steps update the params, as results.json records it."""
+    if name == "reptile":
+        return f"adam({settings['reptile_inner_lr']}, b1=0)"
+    if name == "metasgd":
+        return "sgd(learned per-parameter rates)"
+    return f"sgd({settings['inner_lr']})"
+
+
 def run_methods(
     family: TaskFamily,
     eval_family: TaskFamily,
@@ -147,27 +192,31 @@ def run_methods(
     settings: dict[str, Any],
     measures: dict[str, Callable],
     *,
+    out: str | os.PathLike,
     methods: tuple[str, ...] = METHODS,
     progress: bool = True,
+    resume: bool = False,
 ) -> tuple[dict[str, dict], dict[str, Any]]:
-    """Meta-trains and evaluates each method; returns summaries and what plots need."""
+    """Meta-trains and evaluates each method; returns summaries and what plots need.
+
+    Each method meta-trains through :func:`~metaopt.train.run.checkpointed_meta_train`
+    in ``out/<method>`` (checkpoints, ``metrics.jsonl``). A signal stops the run with a
+    checkpoint (:class:`~metaopt.train.run.RunStopped`); ``resume=True`` continues
+    each method from its newest checkpoint (a finished one is read, not re-run) and
+    ends with the θ an uninterrupted run reaches.
+    """
+    out = prepare_dir(out, "out")
+    if resume and not any(checkpoint_steps(out / m / "checkpoints") for m in methods):
+        raise ValueError(f"resume: no checkpoint of {list(methods)} in {str(out)!r}")
     k_train, k_tune, k_eval = method_keys(key)
     results, fitted = {}, {}
     for name in methods:
-        learner, est, meta_opt = _method(name, family, settings)
-        res = meta_train(
-            est,
-            jax.random.fold_in(k_train, METHODS.index(name)),
-            num_steps=settings["meta_steps"],
-            meta_optimizer=meta_opt,
-            progress=progress,
+        k_method = jax.random.fold_in(k_train, METHODS.index(name))
+        learner, run = _meta_train_method(
+            name, family, k_method, settings, out / name, resume, progress
         )
-        theta = res.last_theta
-        entry: dict[str, Any] = {"inner_rule": f"sgd({settings['inner_lr']})"}
-        if name == "reptile":
-            entry["inner_rule"] = f"adam({settings['reptile_inner_lr']}, b1=0)"
-        if name == "metasgd":
-            entry["inner_rule"] = "sgd(learned per-parameter rates)"
+        theta = run.state.theta
+        entry: dict[str, Any] = {"inner_rule": _inner_rule(name, settings)}
         if name == "pretrained":
             rate = _tune_fine_tuning(theta, eval_family, k_tune, settings)
             learner = learned_initialization(lambda k, t=theta: t, optax.sgd(rate))
@@ -175,9 +224,9 @@ def run_methods(
         curves, summary = _evaluate(learner, theta, eval_family, k_eval, settings, measures)
         entry |= summary
         entry |= {
-            "meta_train_seconds": res.seconds,
-            "compile_seconds": res.compile_seconds,
-            "final_meta_loss": res.history[-1]["meta_loss"] if res.history else None,
+            "meta_train_seconds": run.state.seconds,
+            "compile_seconds": run.compile_seconds,
+            "final_meta_loss": read_metrics(out / name)[-1]["meta_loss"],
         }
         results[name] = entry
         fitted[name] = (learner, theta, curves)
@@ -276,11 +325,15 @@ def sinusoid_demo(
     query_points: int = 100,
     methods: tuple[str, ...] = METHODS,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Sinusoid regression (Finn et al. 2017, §5.1); writes results.json and fits.png.
 
     Meta-training uses ``shots`` support and ``shots`` query points per task, as the
-    paper; held-out tasks are measured on ``query_points`` query points.
+    paper; held-out tasks are measured on ``query_points`` query points. Each method
+    meta-trains with checkpoints in ``out/runs/<method>``; SIGINT or SIGTERM stops the
+    demo with a checkpoint (:class:`~metaopt.train.run.RunStopped`), and
+    ``resume=True`` continues it.
 
     Returns:
       The dictionary written to ``results.json``: per method, the mean query MSE after
@@ -306,8 +359,10 @@ def sinusoid_demo(
         k_run,
         settings,
         {"query_loss": query_loss},
+        out=out / "runs",
         methods=tuple(methods),
         progress=progress,
+        resume=resume,
     )
     _plot_sinusoids(out / "fits.png", fitted, eval_family, k_plot, eval_steps)
     record = {
@@ -348,12 +403,15 @@ def fewshot_demo(
     eval_steps: int = 10,
     methods: tuple[str, ...] = METHODS,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """N-way K-shot digit episodes; writes results.json with query loss and accuracy.
 
     Meta-training draws episodes from ``train_classes`` (each also rotated, as new
     classes, if ``rotations`` > 1); evaluation draws them from ``test_classes``,
-    digits no method saw. Query sets hold 15 examples per class.
+    digits no method saw. Query sets hold 15 examples per class. Each method
+    meta-trains with checkpoints in ``out/runs/<setting>/<method>``, and
+    ``resume=True`` continues a stopped demo (see :func:`sinusoid_demo`).
 
     Example:
       >>> import tempfile
@@ -388,16 +446,19 @@ def fewshot_demo(
             data, classes=train_classes, ways=ways, shots=shot, rotations=rotations
         )
         eval_family = fewshot_family(data, classes=test_classes, ways=ways, shots=shot)
+        setting = f"{ways}way_{shot}shot"
         results, _ = run_methods(
             family,
             eval_family,
             jax.random.fold_in(jax.random.key(int(seed)), k),
             settings,
             measures,
+            out=out / "runs" / setting,
             methods=tuple(methods),
             progress=progress,
+            resume=resume,
         )
-        record["settings"][f"{ways}way_{shot}shot"] = {"methods": results}
+        record["settings"][setting] = {"methods": results}
     record["wall_seconds"] = time.perf_counter() - wall
     write_json(out / "results.json", record)
     return record

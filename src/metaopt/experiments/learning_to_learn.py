@@ -6,7 +6,6 @@ SGD, NAG, RMSprop and Adam, each with a tuned learning rate.
 """
 
 import os
-import signal
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -28,9 +27,9 @@ from metaopt.learners.learned_optimizer import learned_optimizer
 from metaopt.optimizers.lstm import lstm_optimizer
 from metaopt.tasks import datasets
 from metaopt.tasks.quadratic import quadratic_family
-from metaopt.train.loop import MetaTrainingDiverged, run_keys
+from metaopt.train.loop import run_keys
 from metaopt.train.plots import read_metrics
-from metaopt.train.run import MetaTrainRun, RunStopped, checkpointed_meta_train
+from metaopt.train.run import MetaTrainRun, checkpointed_meta_train, require_completed
 
 
 def _record(
@@ -96,16 +95,7 @@ def _meta_train(
         validate_every=validate_every * per_epoch,
         **kwargs,
     )
-    if run.status == "stopped":
-        name = signal.Signals(run.signal).name
-        raise RunStopped(
-            run.signal,
-            f"stopped at meta-step {run.state.step} by {name}; checkpoint written; "
-            f"continue with the same command and --resume",
-        )
-    if run.status == "diverged":
-        raise MetaTrainingDiverged(run.message)
-    return run
+    return require_completed(run)
 
 
 def quadratic_demo(

@@ -17,6 +17,7 @@ import inspect
 import os
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -146,8 +147,11 @@ def _run_episodic(name, family, eval_family, keys, settings, progress) -> tuple[
     return entry, (learner, res.last_theta)
 
 
-def _run_maml_family(family, eval_family, key, settings, progress) -> dict[str, dict]:
-    """The few-shot demo's MAML family, scored after its ``eval_steps`` inner steps."""
+def _run_maml_family(family, eval_family, key, settings, out, progress) -> dict[str, dict]:
+    """The few-shot demo's MAML family, scored after its ``eval_steps`` inner steps.
+
+    Their meta-training checkpoints in ``out/<method>``.
+    """
     methods = tuple(m for m in MAML_FAMILY if m in settings["methods"])
     if not methods:
         return {}
@@ -158,6 +162,7 @@ def _run_maml_family(family, eval_family, key, settings, progress) -> dict[str, 
         key,
         settings["maml"],
         {"query_accuracy": lambda fam, cfg, params: query_accuracy(cfg, params)},
+        out=out,
         methods=methods,
         progress=progress,
     )
@@ -171,8 +176,13 @@ def _run_maml_family(family, eval_family, key, settings, progress) -> dict[str, 
     return results
 
 
-def _run_setting(data, shot: int, key: jax.Array, settings: dict, progress: bool) -> dict:
-    """Every method on one N-way K-shot setting, scored on the same held-out episodes."""
+def _run_setting(
+    data, shot: int, key: jax.Array, settings: dict, out: Path, progress: bool
+) -> dict:
+    """Every method on one N-way K-shot setting, scored on the same held-out episodes.
+
+    The MAML family's runs checkpoint in ``out``.
+    """
     ways, test_classes = settings["ways"], settings["test_classes"]
     family = fewshot_family(
         data,
@@ -197,7 +207,7 @@ def _run_setting(data, shot: int, key: jax.Array, settings: dict, progress: bool
         results[name] = entry | {"wall_seconds": time.perf_counter() - start}
         if name == "mann":
             section |= _instance_curves(data, learner, theta, k_eval, settings)
-    results |= _run_maml_family(family, eval_family, key, settings, progress)
+    results |= _run_maml_family(family, eval_family, key, settings, out, progress)
     if progress:
         for name, entry in results.items():
             print(f"{ways}-way {shot}-shot {name}: {entry['accuracy']:.3f} ± {entry['ci95']:.3f}")
@@ -294,8 +304,9 @@ def oneshot_demo(
     }
     for k, shot in enumerate(shots):
         key = jax.random.fold_in(jax.random.key(int(seed)), k)
-        section = _run_setting(data, shot, key, settings, progress)
-        record["settings"][f"{ways}way_{shot}shot"] = section
+        setting = f"{ways}way_{shot}shot"
+        section = _run_setting(data, shot, key, settings, out / "runs" / setting, progress)
+        record["settings"][setting] = section
     record["wall_seconds"] = time.perf_counter() - wall
     write_json(out / "results.json", record)
     plot_accuracy(out / "accuracy.png", record)

@@ -225,6 +225,8 @@ def checkpointed_meta_train(
     state = init_meta_train_state(estimator, key, meta_optimizer=meta_optimizer, mesh=mesh)
     metrics_path = out / "metrics.jsonl"
     state = _start_or_resume(state, ckpt_dir, metrics_path, resume, config, may_change, main)
+    if state.step == num_steps:  # a finished run, resumed: nothing to compile or run
+        return MetaTrainRun(state, "completed", "", None, 0.0)
 
     latest: list[MetaTrainState] = [state]
     best_so_far = [state.best_validation_loss if state.step else float("nan")]
@@ -277,3 +279,27 @@ def checkpointed_meta_train(
     status = "stopped" if result.stopped else "completed"
     signum = received[0] if received else None
     return MetaTrainRun(final, status, "", signum, result.compile_seconds)
+
+
+def require_completed(run: MetaTrainRun) -> MetaTrainRun:
+    """``run`` if it completed; raises if a signal stopped it or it diverged.
+
+    Raises:
+      RunStopped: a signal stopped the run; its message says how to resume.
+      MetaTrainingDiverged: too many meta-updates in a row were not finite.
+
+    Example:
+      >>> run = MetaTrainRun(None, "completed", "", None, 0.0)
+      >>> require_completed(run) is run
+      True
+    """
+    if run.status == "stopped":
+        name = signal.Signals(run.signal).name
+        raise RunStopped(
+            run.signal,
+            f"stopped at meta-step {run.state.step} by {name}; checkpoint written; "
+            f"continue with the same command and --resume",
+        )
+    if run.status == "diverged":
+        raise MetaTrainingDiverged(run.message)
+    return run
