@@ -68,7 +68,16 @@ def test_oneshot_demo_rejects_unknown_methods_and_bad_sizes(tmp_path):
 def test_train_an_episodic_learner_saves_theta_that_loads(tmp_path):
     out = tmp_path / "run"
     flags = ["--task", "fewshot_digits", "--learner", "matching", "--estimator", "episodic"]
-    sizes = ["--epochs", "2", "--tasks", "4", "--validation-tasks", "4", "--validate-every", "1"]
+    sizes = [
+        "--meta-steps",
+        "2",
+        "--tasks",
+        "4",
+        "--validation-tasks",
+        "4",
+        "--validate-every",
+        "1",
+    ]
     argv = ["train", "--out", str(out), *flags, *sizes, "--full-context", "--no-progress"]
     assert main(argv) == 0
     fam = mo.fewshot_family(digits(), classes=range(5), ways=5, shots=1)
