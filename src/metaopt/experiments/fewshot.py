@@ -32,14 +32,13 @@ from metaopt.estimators.pretraining import pretraining
 from metaopt.estimators.reptile import reptile
 from metaopt.evaluation.adaptation import adaptation_curves, query_loss
 from metaopt.evaluation.machine import machine
-from metaopt.io.checkpoint import checkpoint_steps
+from metaopt.experiments import runs
 from metaopt.learners.initialization import learned_initialization
 from metaopt.learners.learning_rates import meta_sgd
 from metaopt.tasks import datasets
 from metaopt.tasks.fewshot import fewshot_family, query_accuracy
 from metaopt.tasks.sinusoid import sinusoid_family
-from metaopt.train.plots import read_metrics
-from metaopt.train.run import MetaTrainRun, checkpointed_meta_train, require_completed
+from metaopt.train.run import MetaTrainRun
 
 METHODS = ("maml", "fomaml", "reptile", "metasgd", "pretrained")
 FINE_TUNE_RATES = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -155,25 +154,20 @@ def _meta_train_method(
     resume: bool,
     progress: bool,
 ) -> tuple[MetaLearner, MetaTrainRun]:
-    """One method's meta-training, checkpointed in ``run_dir``; raises if it stopped.
-
-    Resuming, a method with no checkpoint yet (the run stopped before it began)
-    starts afresh.
-    """
+    """One method's meta-training, checkpointed in ``run_dir``; raises if it stopped."""
     learner, est, meta_opt = _method(name, family, settings)
-    run_dir = prepare_dir(run_dir, "out")
-    run = checkpointed_meta_train(
+    run = runs.meta_train_method(
         run_dir,
         est,
         key,
         num_steps=settings["meta_steps"],
         meta_optimizer=meta_opt,
         config={"method": name, "family": family.name, **settings},
-        resume=resume and bool(checkpoint_steps(run_dir / "checkpoints")),
+        resume=resume,
         may_change=EVALUATION_SETTINGS,
         progress=progress,
     )
-    return learner, require_completed(run)
+    return learner, run
 
 
 def _inner_rule(name: str, settings: dict[str, Any]) -> str:
@@ -203,11 +197,11 @@ def run_methods(
     in ``out/<method>`` (checkpoints, ``metrics.jsonl``). A signal stops the run with a
     checkpoint (:class:`~metaopt.train.run.RunStopped`); ``resume=True`` continues
     each method from its newest checkpoint (a finished one is read, not re-run) and
-    ends with the θ an uninterrupted run reaches.
+    ends with the θ an uninterrupted run reaches (a method it never reached starts
+    afresh; :func:`~metaopt.experiments.runs.check_resumable` tells a demo whether
+    there is anything to resume).
     """
     out = prepare_dir(out, "out")
-    if resume and not any(checkpoint_steps(out / m / "checkpoints") for m in methods):
-        raise ValueError(f"resume: no checkpoint of {list(methods)} in {str(out)!r}")
     k_train, k_tune, k_eval = method_keys(key)
     results, fitted = {}, {}
     for name in methods:
@@ -223,11 +217,7 @@ def run_methods(
             entry["inner_rule"] = f"sgd({rate}), tuned over {list(FINE_TUNE_RATES)}"
         curves, summary = _evaluate(learner, theta, eval_family, k_eval, settings, measures)
         entry |= summary
-        entry |= {
-            "meta_train_seconds": run.state.seconds,
-            "compile_seconds": run.compile_seconds,
-            "final_meta_loss": read_metrics(out / name)[-1]["meta_loss"],
-        }
+        entry |= runs.run_summary(run, out / name)
         results[name] = entry
         fitted[name] = (learner, theta, curves)
         if progress:
@@ -349,6 +339,8 @@ def sinusoid_demo(
     out = prepare_dir(out, "out")
     wall = time.perf_counter()
     settings = _settings(locals())
+    if resume:
+        runs.check_resumable(out / "runs")
     family = sinusoid_family(shots=shots, query_shots=shots)
     eval_family = sinusoid_family(shots=shots, query_shots=query_points)
     key = jax.random.key(int(seed))
@@ -423,6 +415,8 @@ def fewshot_demo(
     out = prepare_dir(out, "out")
     wall = time.perf_counter()
     settings = _settings(locals())
+    if resume:
+        runs.check_resumable(out / "runs")
     data = datasets.digits()
     record: dict[str, Any] = {
         "experiment": "fewshot",
