@@ -415,7 +415,7 @@ def _oneshot_demo(args: argparse.Namespace) -> None:
         methods=None if args.methods is None else tuple(args.methods),
     )
     kwargs = {k: v for k, v in given.items() if v is not None}
-    results = oneshot_demo(args.out, progress=not args.no_progress, **kwargs)
+    results = oneshot_demo(args.out, progress=not args.no_progress, resume=args.resume, **kwargs)
     print(format_summary(results))
     written = ", ".join(str(p) for p in sorted(args.out.glob("*.png")))
     print(f"\nwrote {args.out / 'results.json'}, {written}")

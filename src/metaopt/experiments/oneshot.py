@@ -31,14 +31,13 @@ from metaopt.core.types import EpisodicLearner, TaskFamily
 from metaopt.estimators.episodic import episodic
 from metaopt.evaluation.episodes import episode_accuracies, held_out_episodes, mean_and_interval
 from metaopt.evaluation.machine import machine
-from metaopt.experiments import fewshot
+from metaopt.experiments import fewshot, runs
 from metaopt.learners.embedding import identity_embedding, mlp_embedding
 from metaopt.learners.mann import instance_numbers, memory_augmented_network, sequence_logits
 from metaopt.learners.matching import matching_network
 from metaopt.learners.prototypical import prototypical_network
 from metaopt.tasks import datasets
 from metaopt.tasks.fewshot import fewshot_family, query_accuracy
-from metaopt.train.loop import meta_train
 
 EPISODIC = ("matching", "matching_scaled", "prototypical", "mann", "matching_fce")
 MAML_FAMILY = ("maml", "fomaml", "reptile", "metasgd")
@@ -120,17 +119,35 @@ def _instance_curves(data, learner, theta, key, settings) -> dict[str, list[dict
     return curves
 
 
-def _run_episodic(name, family, eval_family, keys, settings, progress) -> tuple[dict, Any]:
-    """Meta-trains one episodic method and scores it on the held-out episodes."""
+# Settings that only change the evaluation: a resumed run may change them.
+EVALUATION_SETTINGS = frozenset({"num_eval_tasks", "curve_shots"})
+
+
+def _episodic_config(name: str, family: TaskFamily, settings: dict) -> dict[str, Any]:
+    """The settings that define an episodic method's meta-training, as its checkpoints hold."""
+    keys = ("ways", "meta_steps", "num_tasks", "meta_lr", "rotations")
+    config = {"method": name, "family": family.name} | {k: settings[k] for k in keys}
+    config["train_classes"] = list(settings["train_classes"])  # checkpoints store lists
+    return config | ({"mann": settings["mann"]} if name == "mann" else {})
+
+
+def _run_episodic(
+    name, family, eval_family, keys, settings, run_dir, resume, progress
+) -> tuple[dict, Any]:
+    """Meta-trains one episodic method in ``run_dir`` and scores it on the held-out episodes."""
     k_train, k_eval = keys
     features = int(family.sample(jax.random.key(0)).x_support.shape[-1])
     learner = _learner(name, features, settings["ways"], settings["mann"])
     steps = settings["meta_steps"]
-    res = meta_train(
+    run = runs.meta_train_method(
+        run_dir,
         episodic(learner, family, num_tasks=settings["num_tasks"]),
         jax.random.fold_in(k_train, METHODS.index(name)),
         num_steps=steps,
         meta_optimizer=optax.adam(optax.cosine_decay_schedule(settings["meta_lr"], steps)),
+        config=_episodic_config(name, family, settings),
+        resume=resume,
+        may_change=EVALUATION_SETTINGS,
         progress=progress,
     )
     evaluate = jax.jit(
@@ -138,16 +155,12 @@ def _run_episodic(name, family, eval_family, keys, settings, progress) -> tuple[
             learner, th, eval_family, k_eval, num_tasks=settings["num_eval_tasks"]
         )
     )
-    entry = _scored(
-        np.asarray(evaluate(res.last_theta)),
-        meta_train_seconds=res.seconds,
-        compile_seconds=res.compile_seconds,
-        final_meta_loss=res.history[-1]["meta_loss"] if res.history else None,
-    )
-    return entry, (learner, res.last_theta)
+    theta = run.state.theta
+    entry = _scored(np.asarray(evaluate(theta)), **runs.run_summary(run, run_dir))
+    return entry, (learner, theta)
 
 
-def _run_maml_family(family, eval_family, key, settings, out, progress) -> dict[str, dict]:
+def _run_maml_family(family, eval_family, key, settings, out, resume, progress) -> dict[str, dict]:
     """The few-shot demo's MAML family, scored after its ``eval_steps`` inner steps.
 
     Their meta-training checkpoints in ``out/<method>``.
@@ -165,6 +178,7 @@ def _run_maml_family(family, eval_family, key, settings, out, progress) -> dict[
         out=out,
         methods=methods,
         progress=progress,
+        resume=resume,
     )
     wall = (time.perf_counter() - start) / len(methods)
     keep = ("inner_rule", "meta_train_seconds", "compile_seconds", "final_meta_loss")
@@ -177,11 +191,11 @@ def _run_maml_family(family, eval_family, key, settings, out, progress) -> dict[
 
 
 def _run_setting(
-    data, shot: int, key: jax.Array, settings: dict, out: Path, progress: bool
+    data, shot: int, key: jax.Array, settings: dict, out: Path, resume: bool, progress: bool
 ) -> dict:
     """Every method on one N-way K-shot setting, scored on the same held-out episodes.
 
-    The MAML family's runs checkpoint in ``out``.
+    Each method meta-trains with checkpoints in ``out/<method>``.
     """
     ways, test_classes = settings["ways"], settings["test_classes"]
     family = fewshot_family(
@@ -202,12 +216,12 @@ def _run_setting(
     for name in (m for m in EPISODIC if m in settings["methods"]):
         start = time.perf_counter()
         entry, (learner, theta) = _run_episodic(
-            name, family, eval_family, (k_train, k_eval), settings, progress
+            name, family, eval_family, (k_train, k_eval), settings, out / name, resume, progress
         )
         results[name] = entry | {"wall_seconds": time.perf_counter() - start}
         if name == "mann":
             section |= _instance_curves(data, learner, theta, k_eval, settings)
-    results |= _run_maml_family(family, eval_family, key, settings, out, progress)
+    results |= _run_maml_family(family, eval_family, key, settings, out, resume, progress)
     if progress:
         for name, entry in results.items():
             print(f"{ways}-way {shot}-shot {name}: {entry['accuracy']:.3f} ± {entry['ci95']:.3f}")
@@ -242,6 +256,7 @@ def oneshot_demo(
     num_eval_tasks: int = 1000,
     methods: tuple[str, ...] = DEFAULT_METHODS,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Episodic learners and the MAML family on N-way K-shot digits; writes results and plots.
 
@@ -252,7 +267,10 @@ def oneshot_demo(
     episodic learners take ``meta_steps`` Adam steps of ``meta_lr``. The memory-augmented
     network's instance curves are measured on sequences of ``curve_shots`` examples per
     class, of the test classes and, for contrast, of the training classes. Writes
-    ``results.json``, ``accuracy.png`` and ``mann_instances.png``.
+    ``results.json``, ``accuracy.png`` and ``mann_instances.png``. Every method
+    meta-trains with checkpoints in ``out/runs/<setting>/<method>``; SIGINT or SIGTERM
+    stops the demo with a checkpoint (:class:`~metaopt.train.run.RunStopped`), and
+    ``resume=True`` continues it to the θ of a run never stopped.
 
     Returns:
       The dictionary written to ``results.json``: per setting (``"5way_1shot"``, ...)
@@ -293,6 +311,8 @@ def oneshot_demo(
         ),
         maml=_maml_settings(maml_meta_steps, num_tasks, num_eval_tasks),
     )
+    if resume:
+        runs.check_resumable(out / "runs")
     data = datasets.digits()
     record: dict[str, Any] = {
         "experiment": "oneshot",
@@ -305,7 +325,8 @@ def oneshot_demo(
     for k, shot in enumerate(shots):
         key = jax.random.fold_in(jax.random.key(int(seed)), k)
         setting = f"{ways}way_{shot}shot"
-        section = _run_setting(data, shot, key, settings, out / "runs" / setting, progress)
+        runs_dir = out / "runs" / setting
+        section = _run_setting(data, shot, key, settings, runs_dir, resume, progress)
         record["settings"][setting] = section
     record["wall_seconds"] = time.perf_counter() - wall
     write_json(out / "results.json", record)
