@@ -2,6 +2,7 @@
 
 import doctest
 import importlib
+import inspect
 import pkgutil
 import warnings
 
@@ -25,3 +26,34 @@ def test_docstring_examples(name):
         module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0, f"{result.failed} docstring example(s) failed in {name}"
+
+
+NAMESPACES = [
+    "metaopt",
+    "metaopt.tasks",
+    "metaopt.optimizers",
+    "metaopt.learners",
+    "metaopt.estimators",
+    "metaopt.evaluation",
+    "metaopt.io",
+    "metaopt.train",
+]
+
+
+def _exported_functions():
+    for namespace in NAMESPACES:
+        module = importlib.import_module(namespace)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.isfunction(obj):
+                yield f"{namespace}.{name}", obj
+
+
+@pytest.mark.parametrize(
+    "name, function", [pytest.param(n, f, id=n) for n, f in _exported_functions()]
+)
+def test_every_exported_function_has_a_runnable_example(name, function):
+    # A module without examples would pass the doctest run above vacuously; the public
+    # API's functions must each show one.
+    examples = doctest.DocTestParser().get_examples(inspect.getdoc(function) or "")
+    assert examples, f"{name} has no runnable example in its docstring"

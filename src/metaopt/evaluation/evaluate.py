@@ -89,6 +89,13 @@ def loss_curves(
     Returns:
       Array ``(num_tasks, num_steps + 1)``: entry ``[i, t]`` is task ``i``'s loss after
       ``t`` updates.
+
+    Example:
+      >>> import jax, optax, metaopt as mo
+      >>> curves = loss_curves(mo.quadratic_family(dim=3), optax.sgd(0.01),
+      ...                      jax.random.key(0), num_tasks=4, num_steps=10)
+      >>> curves.shape, bool((curves[:, -1] < curves[:, 0]).all())
+      ((4, 11), True)
     """
     return run_tasks(family, tx, sample_tasks(family, key, num_tasks), num_steps)
 

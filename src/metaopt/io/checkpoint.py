@@ -269,6 +269,18 @@ def restore_latest(directory: str | os.PathLike, template: Any) -> tuple[Any, di
     Raises:
       CheckpointError: ``directory`` holds no checkpoint, or none that can be read.
 
+    Example:
+      >>> import jax, tempfile
+      >>> import metaopt as mo
+      >>> est = mo.tbptt(mo.learned_optimizer(mo.lstm_optimizer()), mo.quadratic_family(),
+      ...     num_tasks=2, truncation=5, horizon=10)
+      >>> state = mo.train.init_meta_train_state(est, jax.random.key(0))
+      >>> d = tempfile.mkdtemp()
+      >>> for step in (3, 6):
+      ...     _ = save_checkpoint(d, state._replace(step=step), metadata={"at": step})
+      >>> newest, metadata, path = restore_latest(d, state)
+      >>> newest.step, metadata["at"], path.name
+      (6, 6, 'ckpt-00000006.ckpt')
     """
     directory = Path(directory)
     found = checkpoint_steps(directory) if directory.is_dir() else []

@@ -64,6 +64,13 @@ def omniglot(
     Raises:
       FileNotFoundError: naming the archive that is missing (and where to put it).
       ValueError: naming the archive or drawing that is damaged.
+
+    Example:
+      >>> import tempfile
+      >>> omniglot(tempfile.mkdtemp(), download=False)
+      Traceback (most recent call last):
+      ...
+      FileNotFoundError: ...images_background.zip...
     """
     image_size = checks.positive_int("image_size", image_size)
     directory = Path(data_dir) if data_dir is not None else cache_dir() / "omniglot"

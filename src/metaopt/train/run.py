@@ -218,6 +218,22 @@ def checkpointed_meta_train(
 
     Returns:
       A :class:`MetaTrainRun`.
+
+    Example:
+      >>> import tempfile, jax, optax, metaopt as mo
+      >>> family = mo.quadratic_family(dim=2)
+      >>> learner = mo.learned_optimizer(mo.lstm_optimizer(hidden_size=2))
+      >>> est = mo.tbptt(learner, family, num_tasks=2, truncation=2, horizon=4)
+      >>> out = tempfile.mkdtemp()
+      >>> run = checkpointed_meta_train(out, est, jax.random.key(0), num_steps=2,
+      ...     meta_optimizer=optax.adam(1e-3), config={"seed": 0}, progress=False)
+      >>> run.status, run.state.step
+      ('completed', 2)
+      >>> again = checkpointed_meta_train(out, est, jax.random.key(0), num_steps=4,
+      ...     meta_optimizer=optax.adam(1e-3), config={"seed": 0}, resume=True,
+      ...     progress=False)
+      >>> again.state.step
+      4
     """
     out = Path(out)
     main = is_main_process()
