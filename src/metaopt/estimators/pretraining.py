@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from metaopt.core import checks
 from metaopt.core.registry import Entry
+from metaopt.core.sharding import constrain_tasks
 from metaopt.core.types import Estimator, MetaLearner, TaskFamily, rebindable
 from metaopt.estimators.options import RunSpec
 
@@ -55,7 +56,9 @@ def pretraining(learner: MetaLearner, family: TaskFamily, *, num_tasks: int) -> 
                 cfg = fam.sample(k_cfg)
                 return fam.loss(cfg, learner.init_params(theta, fam, cfg, k_init), k_loss)
 
-            return jnp.mean(jax.vmap(one)(jax.random.split(key, num_tasks)))
+            # Split over the devices of a task mesh, if one is set, where the tasks are drawn.
+            keys = constrain_tasks(jax.random.split(key, num_tasks))
+            return jnp.mean(jax.vmap(one)(keys))
 
         def estimate(theta, count, key):
             value, grad = jax.value_and_grad(mean_loss)(theta, key)
