@@ -1,8 +1,9 @@
 """Learned optimizers behave like any optax transformation, compared by numbers.
 
-Every check runs for both architectures with freshly initialized meta-parameters;
-the comparisons are exact or to float32 rounding because both sides perform the same
-arithmetic in a different composition.
+Every check runs for every registered architecture (``OPTIMIZERS``), built from its
+small recipe (``recipes.py``) with perturbed meta-parameters so that every leaf of θ
+matters; the comparisons are exact or to float32 rounding because both sides perform
+the same arithmetic in a different composition.
 """
 
 import jax
@@ -12,20 +13,23 @@ import optax
 import pytest
 
 import metaopt as mo
+from metaopt.optimizers.registry import OPTIMIZERS
+from tests.conformance import recipes
 
-ARCHS = {"lstm": lambda: mo.lstm_optimizer(hidden_size=8), "mlp": lambda: mo.mlp_optimizer()}
 
-
-@pytest.fixture(params=sorted(ARCHS))
+@pytest.fixture(params=OPTIMIZERS.names())
 def lopt_theta(request):
-    lopt = ARCHS[request.param]()
-    return lopt, lopt.init(jax.random.key(0))
+    # The update is jitted: both sides of every comparison call the same compiled
+    # programs, and each input signature compiles once rather than op by op.
+    lopt, theta, _ = recipes.jitted_lopt(request.param)
+    return lopt, theta
 
 
 def make_params(key=1):
+    # A 4-D kernel: the conv_and_rest optimizer sends it to its convolution half.
     k1, k2, k3 = jax.random.split(jax.random.key(key), 3)
     return {
-        "conv": {"w": jax.random.normal(k1, (3, 3, 2)), "b": jnp.zeros(2)},
+        "conv": {"w": jax.random.normal(k1, (2, 2, 1, 3)), "b": jnp.zeros(3)},
         "dense": {"w": jax.random.normal(k2, (4, 3)), "b": jax.random.normal(k3, (3,))},
     }
 
@@ -126,7 +130,9 @@ def test_multisteps_equals_accumulate_then_apply(lopt_theta):
     lopt, theta = lopt_theta
     params = make_params()
     inner = mo.as_optax(lopt, theta)
-    tx = optax.MultiSteps(inner, every_k_schedule=3)
+    tx = optax.MultiSteps(inner, every_k_schedule=3).gradient_transformation()
+    # Called eagerly, each update would compile its lax.cond anew.
+    tx = tx._replace(update=jax.jit(tx.update))
     state = tx.init(params)
     ref_state = inner.init(params)
     for block in range(2):
@@ -146,6 +152,7 @@ def test_apply_if_finite_skips_nonfinite_and_keeps_state(lopt_theta):
     params = make_params()
     inner = mo.as_optax(lopt, theta)
     tx = optax.apply_if_finite(inner, max_consecutive_errors=5)
+    tx = tx._replace(update=jax.jit(tx.update))  # one compiled lax.cond, not one per call
     state = tx.init(params)
     ref = inner.init(params)
     g = grads_like(params, 0)
@@ -162,10 +169,8 @@ def test_apply_if_finite_skips_nonfinite_and_keeps_state(lopt_theta):
 
 
 def test_multi_transform_uses_one_optimizer_per_group():
-    lstm = mo.lstm_optimizer(hidden_size=8)
-    mlp = mo.mlp_optimizer()
-    tx_conv = mo.as_optax(lstm, lstm.init(jax.random.key(0)))
-    tx_rest = mo.as_optax(mlp, mlp.init(jax.random.key(1)))
+    (lstm, lstm_theta, _), (mlp, mlp_theta, _) = map(recipes.jitted_lopt, ("lstm", "mlp"))
+    tx_conv, tx_rest = mo.as_optax(lstm, lstm_theta), mo.as_optax(mlp, mlp_theta)
     params = make_params()
     labels = {"conv": {"w": "conv", "b": "rest"}, "dense": {"w": "rest", "b": "rest"}}
     tx = optax.multi_transform({"conv": tx_conv, "rest": tx_rest}, labels)
