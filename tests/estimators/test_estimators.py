@@ -30,6 +30,7 @@ import metaopt as mo
 from metaopt.estimators.common import perturbations
 from metaopt.estimators.objectives import trajectory_mean
 from metaopt.estimators.truncation import advance, init_tasks
+from tests.conformance.references import reference_for
 
 DIM = 4
 LOG_LR = float(np.log(0.02))
@@ -191,6 +192,7 @@ def grouped(run, key, num_groups):
 # 1. PES is unbiased for the full-horizon gradient.
 
 
+@reference_for("pes")
 def test_pes_summed_over_a_horizon_is_unbiased_for_the_full_horizon_gradient():
     groups, tasks, std = 64, 64, 0.01
     est = mo.pes(LEARNER, FAMILY, num_tasks=tasks, truncation=TRUNCATION, horizon=HORIZON, std=std)
@@ -232,6 +234,7 @@ def test_pes_summed_over_a_horizon_is_unbiased_for_the_full_horizon_gradient():
 # 2. Truncated BPTT is biased: it ignores how θ shaped each truncation's starting state.
 
 
+@reference_for("tbptt")
 @pytest.mark.parametrize("second_order", [True, False])
 def test_tbptt_summed_over_a_horizon_is_the_stop_gradient_reference_and_biased(second_order):
     est = mo.tbptt(
@@ -307,6 +310,7 @@ def smoothed_derivatives(cfg, num_truncations, nodes=20):
     return d_smooth.reshape(shape), d_plain.reshape(shape)
 
 
+@reference_for("es", "pes")
 @pytest.mark.parametrize(
     "estimator, horizon, num_truncations",
     [(mo.es, HORIZON, 1), (mo.pes, 2 * TRUNCATION, 2)],
@@ -355,6 +359,7 @@ def test_es_and_pes_match_the_smoothed_objective_derivative(estimator, horizon, 
 # 4. Full BPTT: rematerialization changes memory, not the gradient.
 
 
+@reference_for("full_bptt")
 @pytest.mark.parametrize("second_order", [False, True])
 def test_full_bptt_remat_policies_agree_with_each_other_and_the_exact_gradient(second_order):
     num_tasks, key = 8, jax.random.key(4)
@@ -431,6 +436,7 @@ def lstm_problem():
 
 # "dots" stores the LSTM's matrix products (no batch dimensions under the task vmap)
 # instead of recomputing them, so its backward pass differs from "step"'s.
+@reference_for("tbptt")
 @pytest.mark.parametrize("remat", ["step", "dots"])
 @pytest.mark.parametrize("second_order", [False, True])
 def test_tbptt_lstm_truncation_gradient_matches_a_hand_written_unroll(
@@ -469,42 +475,7 @@ def test_tbptt_lstm_truncation_gradient_matches_a_hand_written_unroll(
 
 
 # ---------------------------------------------------------------------------------------
-# 6. A jitted meta-step compiles once: the state it returns has the types it took.
-
-
-ESTIMATORS = {
-    "tbptt": lambda: mo.tbptt(LEARNER, FAMILY, num_tasks=4, truncation=5, horizon=10),
-    "full_bptt": lambda: mo.full_bptt(LEARNER, FAMILY, num_tasks=4, horizon=10),
-    "es": lambda: mo.es(LEARNER, FAMILY, num_tasks=4, truncation=5, horizon=10),
-    "pes": lambda: mo.pes(LEARNER, FAMILY, num_tasks=4, truncation=5, horizon=10),
-    "nres": lambda: mo.nres(LEARNER, FAMILY, num_tasks=4, truncation=5, horizon=10),
-}
-
-
-@pytest.mark.parametrize("name", list(ESTIMATORS))
-def test_meta_step_does_not_recompile_after_the_first_step(name, count_compiles):
-    est = ESTIMATORS[name]()
-    meta_opt = optax.adam(1e-3)
-    step = jax.jit(mo.make_meta_step(est, meta_opt))
-    init = jax.jit(
-        lambda theta, key: mo.MetaState(theta, meta_opt.init(theta), est.init(theta, key))
-    )
-    state = init(THETA, jax.random.key(1))
-    keys = jax.random.split(jax.random.key(2))
-    state, _ = step(state, keys[0])
-    with count_compiles() as compiles:
-        state, metrics = step(state, keys[1])
-        jax.block_until_ready(state)
-    assert compiles[0] == 0
-    assert int(metrics["skipped"]) == 0
-    # The counter is live: a program not compiled before is counted.
-    with count_compiles() as compiles:
-        jax.jit(lambda x: x * 2)(state.theta["log_lr"])
-    assert compiles[0] == 1
-
-
-# ---------------------------------------------------------------------------------------
-# 7. PES restarts its accumulated perturbation when a task is replaced.
+# 6. PES restarts its accumulated perturbation when a task is replaced.
 
 
 def test_pes_restarts_its_accumulator_when_a_task_is_replaced():
@@ -566,7 +537,7 @@ def test_pes_restarts_its_accumulator_when_a_task_is_replaced():
 
 
 # ---------------------------------------------------------------------------------------
-# 8. Desynchronized tasks with log-uniform horizons are replaced at their own horizon.
+# 7. Desynchronized tasks with log-uniform horizons are replaced at their own horizon.
 
 
 def test_log_uniform_schedule_draws_log_uniform_horizons_within_its_bounds():
@@ -639,7 +610,7 @@ def test_desynchronized_tasks_are_replaced_at_their_own_horizons():
 
 
 # ---------------------------------------------------------------------------------------
-# 9. The perturbations and the compiled loop's unrolling.
+# 8. The perturbations and the compiled loop's unrolling.
 
 
 def test_perturbations_are_independent_gaussians_in_every_leaf():

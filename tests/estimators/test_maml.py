@@ -13,6 +13,7 @@ import optax
 import pytest
 
 import metaopt as mo
+from tests.conformance.references import reference_for
 
 RNG = np.random.default_rng(0)
 XS, YS = RNG.normal(size=(6, 3)), RNG.normal(size=6)
@@ -53,6 +54,7 @@ def linear_estimate(estimator_fn, learner):
     return np.asarray(grad), float(metrics["meta_loss"])
 
 
+@reference_for("maml")
 def test_maml_one_step_equals_closed_form():
     learner = mo.learned_initialization(lambda k: jnp.zeros(3), optax.sgd(ALPHA))
     grad, meta_loss = linear_estimate(mo.maml, learner)
@@ -63,6 +65,7 @@ def test_maml_one_step_equals_closed_form():
     np.testing.assert_allclose(meta_loss, np.mean((XQ @ phi - YQ) ** 2), rtol=1e-5)
 
 
+@reference_for("fomaml")
 def test_fomaml_is_maml_without_the_inner_hessian():
     learner = mo.learned_initialization(lambda k: jnp.zeros(3), optax.sgd(ALPHA))
     grad, _ = linear_estimate(mo.fomaml, learner)
@@ -72,6 +75,7 @@ def test_fomaml_is_maml_without_the_inner_hessian():
     assert np.linalg.norm(grad - maml_grad) > 1e-2 * np.linalg.norm(grad)
 
 
+@reference_for("maml")
 def test_meta_sgd_rates_get_their_closed_form_gradient():
     # Separable quadratics: support ½ Σ a (φ - b)², query ½ Σ c (φ - d)².
     a, b, c, d = (jnp.asarray(RNG.uniform(0.5, 2.0, 4), jnp.float32) for _ in range(4))
@@ -138,6 +142,7 @@ def loop_query_loss(family, theta, lr, first_order_at=None):
     return family.eval_loss(None, params, None), grads_seen
 
 
+@reference_for("maml", "fomaml")
 @pytest.mark.parametrize("first_order", [False, True])
 def test_maml_several_steps_matches_finite_differences(first_order):
     with jax.enable_x64(True):
@@ -174,6 +179,7 @@ def test_maml_several_steps_matches_finite_differences(first_order):
             np.testing.assert_allclose(analytic, numeric, rtol=1e-6)
 
 
+@reference_for("reptile")
 def test_reptile_update_equals_the_hand_computed_step():
     family = tanh_family()
     theta = family.init(None, jax.random.key(0))
@@ -245,6 +251,7 @@ def test_second_order_maml_through_the_mlp_optimizer_is_finite_with_dead_relus()
     assert any(float(jnp.abs(g).max()) > 0 for g in leaves)
 
 
+@reference_for("pretraining")
 def test_pretraining_gradient_is_the_mean_loss_gradient_at_the_start():
     learner = mo.learned_initialization(lambda k: jnp.zeros(3))
     grad, loss = linear_estimate(
@@ -322,21 +329,6 @@ def test_fewshot_episodes_label_classes_consistently():
     # No example is both a support and a query example.
     support = {tuple(np.asarray(r)) for r in ep.x_support}
     assert not support & {tuple(np.asarray(r)) for r in ep.x_query}
-
-
-def test_meta_step_of_maml_and_reptile_does_not_recompile(count_compiles):
-    fam = mo.sinusoid_family(shots=5)
-    learner = mo.learned_initialization(fam)
-    for est in (mo.maml(learner, fam, num_tasks=4), mo.reptile(learner, fam, num_tasks=4)):
-        meta_opt = optax.adam(1e-3)
-        step = jax.jit(mo.make_meta_step(est, meta_opt))
-        theta = learner.init(jax.random.key(0))
-        state = mo.MetaState(theta, meta_opt.init(theta), est.init(theta, None))
-        state, _ = step(state, jax.random.key(1))
-        with count_compiles() as compiles:
-            state, _ = step(state, jax.random.key(2))
-            jax.block_until_ready(state)
-        assert compiles[0] == 0
 
 
 # ---------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 
 from metaopt import learned_optimizer, lstm_optimizer, quadratic_family, tbptt
 from metaopt.estimators import trajectory_mean
+from tests.conformance.references import reference_for
 
 NUM_STEPS = 3
 HORIZON = 8
@@ -70,6 +71,7 @@ def directional_fd(fn, theta, direction, eps=1e-5):
     return (fn(plus) - fn(minus)) / (2 * eps)
 
 
+@reference_for("tbptt")
 @pytest.mark.parametrize("second_order", [False, True])
 def test_tbptt_gradient_matches_finite_differences(second_order):
     with jax.enable_x64(True):

@@ -21,6 +21,7 @@ from numpy.polynomial.hermite_e import hermegauss
 
 import metaopt as mo
 from metaopt.estimators.common import perturbations
+from tests.conformance.references import reference_for
 from tests.estimators.test_estimators import (
     DIM,
     FAMILY,
@@ -42,6 +43,7 @@ from tests.estimators.test_estimators import (
 # 1. Summed over an episode, NRES is unbiased for the full-horizon gradient.
 
 
+@reference_for("nres")
 def test_nres_summed_over_an_episode_is_unbiased_for_the_full_horizon_gradient():
     groups, tasks, std = 64, 64, 0.01
     est = mo.nres(LEARNER, FAMILY, num_tasks=tasks, truncation=TRUNCATION, horizon=HORIZON, std=std)
@@ -113,6 +115,7 @@ def smoothed_full_horizon(cfg, num_truncations, nodes=20):
     return d_smooth.reshape(shape), d_plain.reshape(shape)
 
 
+@reference_for("nres")
 def test_nres_matches_the_derivative_of_the_objective_smoothed_along_one_perturbation():
     # Ten truncations per episode: one ε must carry through all of them.
     # 64 groups × 16 tasks × 64 antithetic pairs: the standard error is ~1% of the

@@ -16,6 +16,7 @@ from metaopt.learners.prototypical import prototype_logits, prototypes
 from metaopt.optimizers.lstm import init_lstm_cell
 from metaopt.tasks.datasets import digits, from_arrays
 from metaopt.tasks.fewshot import Episode, check_episode, fewshot_family
+from tests.conformance.references import reference_for
 
 
 def np_cosine(a, b):
@@ -206,6 +207,7 @@ LEARNERS = {
 }
 
 
+@reference_for("episodic")
 @pytest.mark.parametrize("name", sorted(LEARNERS))
 def test_episodic_meta_gradient_matches_finite_differences(name):
     with jax.enable_x64(True):
@@ -288,18 +290,3 @@ def test_bad_sizes_are_errors_that_name_the_argument():
         mo.episodic(mo.learned_initialization(fam), fam, num_tasks=2)
     with pytest.raises(ValueError, match="heads \\(3\\) must not exceed slots \\(2\\)"):
         mo.memory_augmented_network(64, ways=5, slots=2, heads=3)
-
-
-@pytest.mark.parametrize("name", ["prototypical", "mann"])
-def test_the_second_episodic_meta_step_does_not_recompile(name, count_compiles):
-    est = mo.episodic(LEARNERS[name](), tiny_family(), num_tasks=2)
-    meta_opt = optax.adam(1e-3)
-    theta = est.learner.init(jax.random.key(0))
-    step = jax.jit(mo.make_meta_step(est, meta_opt))
-    state = mo.MetaState(theta, meta_opt.init(theta), est.init(theta, jax.random.key(1)))
-    state, _ = step(state, jax.random.key(2))
-    with count_compiles() as compiles:
-        state, metrics = step(state, jax.random.key(3))
-        jax.block_until_ready(state)
-    assert compiles[0] == 0
-    assert np.isfinite(float(metrics["meta_loss"]))
