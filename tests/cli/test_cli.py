@@ -73,7 +73,7 @@ TRAIN = [
 
 
 @pytest.mark.parametrize("lopt", ["lstm", "mlp"])
-def test_train_then_eval(tmp_path, lopt):
+def test_train_then_eval(tmp_path, lopt, capsys):
     run_dir = tmp_path / "run"
     args = ["train", "--task", "mlp_regression", "--lopt", lopt, "--out", str(run_dir), *TRAIN]
     assert main(args) == 0
@@ -109,11 +109,36 @@ def test_train_then_eval(tmp_path, lopt):
         "--tune-tasks",
         "4",
     ]
+    capsys.readouterr()
     assert main(args) == 0
+    # It says what it scored on and what it tuned on, over which rates.
+    assert (
+        "scored on 4 held-out tasks; baselines' learning rates tuned on 4 other tasks over "
+        "26 rates from 0.0001 to 10"
+    ) in capsys.readouterr().out
     results = json.loads((eval_dir / "results.json").read_text())
     assert set(results["optimizers"]) == {"learned", "sgd", "nag", "rmsprop", "adam"}
     assert len(results["optimizers"]["learned"]["curve_mean"]) == 11
     assert (eval_dir / "curves.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_eval_and_the_quadratic_demo_share_their_comparison_sizes():
+    import inspect
+
+    from metaopt.cli.main import DEMO_DEFAULTS, build_parser
+    from metaopt.experiments.learning_to_learn import quadratic_demo
+
+    ev = build_parser().parse_args(["eval", "--lopt", "x", "--task", "quadratic", "--out", "o"])
+    demo = build_parser().parse_args(["demo"])
+    function = inspect.signature(quadratic_demo).parameters
+    for size in ("tune_tasks", "eval_tasks"):
+        assert getattr(demo, size) is None  # the flag's absence means DEMO_DEFAULTS
+        shared = {
+            getattr(ev, size),
+            DEMO_DEFAULTS["quadratic"][size],
+            function[f"num_{size}"].default,
+        }
+        assert len(shared) == 1, (size, shared)
 
 
 def test_eval_of_a_missing_optimizer_is_a_clear_error(tmp_path, capsys):

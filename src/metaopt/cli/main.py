@@ -6,6 +6,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from metaopt.cli import flags
+from metaopt.evaluation.report import EVAL_TASKS, TUNE_TASKS
+
+DEMO_DEFAULTS = {
+    "quadratic": {"epochs": 100, "tasks": 128, "eval_tasks": EVAL_TASKS, "tune_tasks": TUNE_TASKS},
+    "mlp": {"epochs": 20, "tasks": 16, "eval_tasks": 64, "tune_tasks": 32},
+}
+"""Each demo's sizes where no flag gives them; the quadratic one compares as ``metaopt eval``."""
 
 
 def _positive_int(text: str) -> int:
@@ -104,13 +111,16 @@ def _add_demo_training_args(group) -> None:
         "--eval-tasks",
         type=_positive_int,
         default=None,
-        help="held-out tasks (default: 256 quadratic, 64 mlp)",
+        help="held-out tasks (default: {quadratic} quadratic, as metaopt eval; {mlp} mlp)".format(
+            **{task: sizes["eval_tasks"] for task, sizes in DEMO_DEFAULTS.items()}
+        ),
     )
     group.add_argument(
         "--tune-tasks",
         type=_positive_int,
         default=None,
-        help="tasks for tuning baselines (default: 1024 quadratic, 32 mlp)",
+        help="tasks for tuning baselines (default: {quadratic} quadratic, as metaopt eval; "
+        "{mlp} mlp)".format(**{task: sizes["tune_tasks"] for task, sizes in DEMO_DEFAULTS.items()}),
     )
 
 
@@ -244,8 +254,19 @@ def _add_eval_parser(sub) -> None:
     ev.add_argument("--out", type=Path, required=True, help="output directory")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--steps", type=_positive_int, default=100, help="updates per task")
-    ev.add_argument("--eval-tasks", type=_positive_int, default=256)
-    ev.add_argument("--tune-tasks", type=_positive_int, default=256)
+    ev.add_argument(
+        "--eval-tasks",
+        type=_positive_int,
+        default=EVAL_TASKS,
+        help="held-out tasks (default: %(default)s, as metaopt demo on quadratics)",
+    )
+    ev.add_argument(
+        "--tune-tasks",
+        type=_positive_int,
+        default=TUNE_TASKS,
+        help="tasks the baselines' learning rates are tuned on, drawn from the task's "
+        "validation split (default: %(default)s, as metaopt demo on quadratics)",
+    )
 
 
 _NOT_CONFIG = {
@@ -348,6 +369,7 @@ def _write_eval(args: argparse.Namespace, out: Path, lopt, theta) -> None:
         num_eval_tasks=args.eval_tasks,
         num_tune_tasks=args.tune_tasks,
         num_steps=args.steps,
+        tune_family=build_family(args.task, "val"),  # never tuned on the test split
     )
     write_json(
         out / "results.json",
@@ -363,12 +385,6 @@ def _write_eval(args: argparse.Namespace, out: Path, lopt, theta) -> None:
     plot_curves(out / "curves.png", optimizers, f"{args.task}: {args.lopt}")
     print(format_table(optimizers))
     print(f"\nwrote {out / 'results.json'} and {out / 'curves.png'}")
-
-
-DEMO_DEFAULTS = {
-    "quadratic": {"epochs": 100, "tasks": 128, "eval_tasks": 256, "tune_tasks": 1024},
-    "mlp": {"epochs": 20, "tasks": 16, "eval_tasks": 64, "tune_tasks": 32},
-}
 
 
 def _fewshot_demo(args: argparse.Namespace) -> None:

@@ -19,6 +19,15 @@ from metaopt.evaluation.evaluate import (
     sample_tasks,
 )
 
+# The one place for the comparison's defaults: ``metaopt demo`` (quadratics) and
+# ``metaopt eval`` both read them, so one optimizer file scores the same in either.
+EVAL_TASKS = 256
+"""Held-out tasks every optimizer is scored on."""
+TUNE_TASKS = 256
+"""Other tasks each baseline's learning rate is tuned on."""
+RATE_GRID = (1e-4, 10.0, 26)
+"""The baselines' learning rates: ``log_grid(*RATE_GRID)``."""
+
 
 def compare_optimizers(
     learned: dict[str, optax.GradientTransformation],
@@ -26,8 +35,8 @@ def compare_optimizers(
     tune_key: jax.Array,
     eval_key: jax.Array,
     *,
-    num_eval_tasks: int = 256,
-    num_tune_tasks: int = 1024,
+    num_eval_tasks: int = EVAL_TASKS,
+    num_tune_tasks: int = TUNE_TASKS,
     num_steps: int = 100,
     learning_rates: np.ndarray | None = None,
     tune_family: TaskFamily | None = None,
@@ -37,11 +46,15 @@ def compare_optimizers(
     The baselines' learning rates are tuned on tasks drawn with ``tune_key`` from
     ``tune_family`` (``family`` if None; for a dataset, its validation split); every
     optimizer is then evaluated on the same tasks drawn with ``eval_key`` from
-    ``family``.
+    ``family``: held-out task ``i`` is task ``i`` of ``sample_tasks(family, eval_key,
+    num_eval_tasks)``. ``learning_rates`` defaults to ``log_grid(*RATE_GRID)``.
 
     Returns:
-      A mapping ``name -> {"final_loss_mean", "final_loss_std", "curve_mean"}``; the
-      baselines' entries also hold ``learning_rate``.
+      A mapping ``name -> {"final_loss_mean", "final_loss_std", "curve_mean",
+      "diverged_tasks", "diverged_task_indices", "num_eval_tasks"}``, the indices those
+      of the held-out tasks whose loss curve is not finite; the baselines' entries also
+      hold ``learning_rate`` (the tuned one), ``num_tune_tasks`` and ``learning_rates``
+      (the grid).
 
     Example:
       >>> import jax, optax
@@ -56,7 +69,7 @@ def compare_optimizers(
     num_eval_tasks = checks.positive_int("num_eval_tasks", num_eval_tasks)
     num_tune_tasks = checks.positive_int("num_tune_tasks", num_tune_tasks)
     num_steps = checks.positive_int("num_steps", num_steps)
-    rates = np.asarray(log_grid(1e-4, 10.0, 26) if learning_rates is None else learning_rates)
+    rates = np.asarray(log_grid(*RATE_GRID) if learning_rates is None else learning_rates)
     if rates.ndim != 1 or rates.size == 0 or not np.all(np.isfinite(rates) & (rates > 0)):
         raise ValueError(f"learning_rates must be finite, positive and non-empty, got {rates}")
     baselines = baseline_optimizers()
@@ -85,29 +98,47 @@ def compare_optimizers(
     )
     curves, chosen = jax.device_get((curves, chosen))
 
-    def summarize(c: np.ndarray) -> dict[str, Any]:
-        c = np.asarray(c, np.float64)
-        return {
-            "final_loss_mean": float(np.mean(c[:, -1])),
-            "final_loss_std": float(np.std(c[:, -1])),
-            "curve_mean": [float(v) for v in np.mean(c, axis=0)],
-            "diverged_tasks": int(np.sum(~np.all(np.isfinite(c), axis=1))),
-        }
-
-    results = {name: summarize(curves[name]) for name in learned}
+    results = {name: _summarize(curves[name]) for name in learned}
     for name in baselines:
-        lr = float(rates[int(chosen[name])])
-        results[name] = summarize(curves[name]) | {"learning_rate": lr}
+        results[name] = _summarize(curves[name]) | {
+            "learning_rate": float(rates[int(chosen[name])]),
+            "num_tune_tasks": num_tune_tasks,
+            "learning_rates": [float(r) for r in rates],
+        }
     return results
 
 
+def _summarize(curves: np.ndarray) -> dict[str, Any]:
+    """One optimizer's entry of :func:`compare_optimizers` from its ``(tasks, steps)`` curves."""
+    c = np.asarray(curves, np.float64)
+    diverged = np.flatnonzero(~np.all(np.isfinite(c), axis=1))
+    return {
+        "final_loss_mean": float(np.mean(c[:, -1])),
+        "final_loss_std": float(np.std(c[:, -1])),
+        "curve_mean": [float(v) for v in np.mean(c, axis=0)],
+        "diverged_tasks": int(diverged.size),
+        "diverged_task_indices": [int(i) for i in diverged],
+        "num_eval_tasks": int(c.shape[0]),
+    }
+
+
 def format_table(optimizers: dict[str, dict[str, Any]]) -> str:
-    """A plain-text table of final losses, best first.
+    """A plain-text table of final losses, best first, then what was tuned and what diverged.
+
+    Entries from :func:`compare_optimizers` add a line saying how many tasks scored the
+    optimizers and tuned the baselines, over which rates, and one line per optimizer
+    that diverged: at which learning rate, on which held-out tasks (their indices).
 
     Example:
       >>> print(format_table({"a": {"final_loss_mean": 0.5, "final_loss_std": 0.1}}))
       optimizer   final loss (mean ± std)   learning rate
       a           0.5 ± 0.1                 -
+      >>> print(format_table({"sgd": {"final_loss_mean": float("nan"), "final_loss_std": 0.0,
+      ...     "learning_rate": 2.0, "diverged_tasks": 2, "diverged_task_indices": [3, 7],
+      ...     "num_eval_tasks": 8}}))
+      optimizer   final loss (mean ± std)   learning rate
+      sgd         diverged on 2 of 8 tasks  2
+      sgd diverged at learning rate 2 on held-out tasks 3, 7 (of 8)
 
     """
 
@@ -120,10 +151,40 @@ def format_table(optimizers: dict[str, dict[str, Any]]) -> str:
         if np.isfinite(r["final_loss_mean"]):
             loss = f"{r['final_loss_mean']:.4g} ± {r['final_loss_std']:.3g}"
         else:
-            loss = f"diverged on {r.get('diverged_tasks', '?')} tasks"
+            count, of = r.get("diverged_tasks", "?"), r.get("num_eval_tasks", "?")
+            loss = f"diverged on {count} of {of} tasks"
         lr = f"{r['learning_rate']:.3g}" if "learning_rate" in r else "-"
         lines.append(f"{name:<11} {loss:<25} {lr}")
-    return "\n".join(lines)
+    return "\n".join(lines + _protocol(optimizers) + _divergences(optimizers))
+
+
+def _protocol(optimizers: dict[str, dict[str, Any]]) -> list[str]:
+    """The line saying what scored and what tuned, where the entries record it."""
+    tuned = [r for r in optimizers.values() if "num_tune_tasks" in r]
+    scored = {r["num_eval_tasks"] for r in optimizers.values() if "num_eval_tasks" in r}
+    if not tuned or len(scored) != 1:
+        return []
+    rates = tuned[0]["learning_rates"]
+    return [
+        f"scored on {scored.pop()} held-out tasks; baselines' learning rates tuned on "
+        f"{tuned[0]['num_tune_tasks']} other tasks over {len(rates)} rates from "
+        f"{min(rates):.3g} to {max(rates):.3g}"
+    ]
+
+
+def _divergences(optimizers: dict[str, dict[str, Any]], shown: int = 20) -> list[str]:
+    """One line per optimizer with held-out tasks whose loss was not finite."""
+    lines = []
+    for name, r in optimizers.items():
+        indices = r.get("diverged_task_indices") or []
+        if not indices:
+            continue
+        listed = ", ".join(str(i) for i in indices[:shown])
+        more = f", ... ({len(indices)} in all)" if len(indices) > shown else ""
+        rate = f" at learning rate {r['learning_rate']:.3g}" if "learning_rate" in r else ""
+        total = f" (of {r['num_eval_tasks']})" if "num_eval_tasks" in r else ""
+        lines.append(f"{name} diverged{rate} on held-out tasks {listed}{more}{total}")
+    return lines
 
 
 def plot_curves(

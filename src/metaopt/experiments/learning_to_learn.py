@@ -21,7 +21,13 @@ from metaopt.core.optax_adapter import as_optax
 from metaopt.estimators.tbptt import tbptt
 from metaopt.evaluation.evaluate import validation_loss
 from metaopt.evaluation.machine import machine
-from metaopt.evaluation.report import compare_optimizers, format_table, plot_curves
+from metaopt.evaluation.report import (
+    EVAL_TASKS,
+    TUNE_TASKS,
+    compare_optimizers,
+    format_table,
+    plot_curves,
+)
 from metaopt.io.serialization import save
 from metaopt.learners.learned_optimizer import learned_optimizer
 from metaopt.optimizers.lstm import lstm_optimizer
@@ -107,8 +113,8 @@ def quadratic_demo(
     truncation: int = 20,
     horizon: int = 100,
     meta_learning_rate: float = 3e-3,
-    num_eval_tasks: int = 256,
-    num_tune_tasks: int = 1024,
+    num_eval_tasks: int = EVAL_TASKS,
+    num_tune_tasks: int = TUNE_TASKS,
     progress: bool = True,
     resume: bool = False,
 ) -> dict[str, Any]:
