@@ -141,6 +141,25 @@ def test_eval_and_the_quadratic_demo_share_their_comparison_sizes():
         assert len(shared) == 1, (size, shared)
 
 
+def test_eval_scores_the_demos_optimizer_as_the_demo_did(tmp_path):
+    sizes = ["--eval-tasks", "4", "--tune-tasks", "4"]
+    demo, ev = tmp_path / "demo", tmp_path / "eval"
+    args = ["--epochs", "1", "--tasks", "2", "--truncation", "5", "--horizon", "5", *sizes]
+    assert main(["demo", "--out", str(demo), "--seed", "3", "--no-progress", *args]) == 0
+    optimizer = str(demo / "optimizer.mopt")
+    args = ["--task", "quadratic", "--seed", "3", "--steps", "5", *sizes, "--out", str(ev)]
+    assert main(["eval", "--lopt", optimizer, *args]) == 0
+    shown = json.loads((demo / "results.json").read_text())["optimizers"]
+    again = json.loads((ev / "results.json").read_text())["optimizers"]
+    again["lstm"] = again.pop("learned")
+    assert set(again) == set(shown)
+    for name, entry in shown.items():
+        # The same program on the same tasks, from a file that holds θ exactly: equal up
+        # to the order XLA sums in.
+        np.testing.assert_allclose(again[name]["curve_mean"], entry["curve_mean"], rtol=1e-6)
+        assert again[name].get("learning_rate") == entry.get("learning_rate")
+
+
 def test_eval_of_a_missing_optimizer_is_a_clear_error(tmp_path, capsys):
     args = ["eval", "--lopt", "no_such_optimizer", "--task", "quadratic", "--out", str(tmp_path)]
     assert main(args) == 2

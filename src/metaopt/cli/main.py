@@ -252,7 +252,12 @@ def _add_eval_parser(sub) -> None:
     ev.add_argument("--lopt", required=True, help="pretrained name or path to a saved optimizer")
     ev.add_argument("--task", choices=list(TASKS), required=True)
     ev.add_argument("--out", type=Path, required=True, help="output directory")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="draws the tuning and held-out tasks: on quadratics those of metaopt demo --seed",
+    )
     ev.add_argument("--steps", type=_positive_int, default=100, help="updates per task")
     ev.add_argument(
         "--eval-tasks",
@@ -351,16 +356,19 @@ def _optimizer_path(lopt: str) -> str:
 
 
 def _write_eval(args: argparse.Namespace, out: Path, lopt, theta) -> None:
-    import jax
-
     from metaopt.core.files import write_json
     from metaopt.core.optax_adapter import as_optax
     from metaopt.evaluation.machine import machine
-    from metaopt.evaluation.report import compare_optimizers, format_table, plot_curves
+    from metaopt.evaluation.report import (
+        compare_optimizers,
+        comparison_keys,
+        format_table,
+        plot_curves,
+    )
     from metaopt.train.build import build_family
 
     family = build_family(args.task, "test")
-    k_tune, k_eval = jax.random.split(jax.random.key(args.seed))
+    k_tune, k_eval = comparison_keys(args.seed)  # the tasks metaopt demo draws
     optimizers = compare_optimizers(
         {"learned": as_optax(lopt, theta)},
         family,

@@ -29,6 +29,20 @@ RATE_GRID = (1e-4, 10.0, 26)
 """The baselines' learning rates: ``log_grid(*RATE_GRID)``."""
 
 
+def comparison_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+    """The ``(tune, eval)`` keys ``metaopt eval`` and ``metaopt demo`` draw their tasks from.
+
+    ``metaopt demo --seed S`` tunes and scores on the quadratics that ``metaopt eval
+    --seed S`` does, so the optimizer file a demo writes scores the same in both.
+
+    Example:
+      >>> len(comparison_keys(0))
+      2
+    """
+    k_tune, k_eval = jax.random.split(jax.random.key(int(seed)))
+    return k_tune, k_eval
+
+
 def compare_optimizers(
     learned: dict[str, optax.GradientTransformation],
     family: TaskFamily,
