@@ -121,8 +121,10 @@ def quadratic_demo(
 ) -> dict[str, Any]:
     """Runs the quadratic experiment; writes results.json, curves.png, optimizer.mopt.
 
-    Training, baseline tuning and evaluation use three disjoint keys split from
-    ``seed``, so the held-out quadratics are never seen before evaluation.
+    Meta-training draws its tasks from one key of ``seed``; baseline tuning and
+    evaluation draw theirs from two others, those of ``metaopt eval --seed``
+    (:func:`~metaopt.evaluation.report.comparison_keys`), so the held-out quadratics
+    are never seen before evaluation and the saved optimizer scores the same in both.
     Meta-training checkpoints into ``out/checkpoints`` and logs ``out/metrics.jsonl``;
     SIGINT or SIGTERM stops it with a checkpoint (:class:`~metaopt.train.run.RunStopped`),
     and ``resume=True`` continues it.
