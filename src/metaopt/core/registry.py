@@ -141,10 +141,9 @@ class Entry:
         """
         if self.options is None:
             return None
+        given = dict(values or {}) | more
         names = {f.name for f in self.option_fields()}
-        given = {k: v for k, v in self.defaults.items() if k in names}
-        given |= {k: v for k, v in (dict(values or {}) | more).items() if k in names}
-        return check_options(self.options(**given))
+        return check_options(self.options(**{k: v for k, v in given.items() if k in names}))
 
 
 class Registry(Mapping[str, Entry]):

@@ -5,7 +5,7 @@ shares the name, so it is not re-exported here).
 
 Example:
   >>> import metaopt
-  >>> metaopt.train.TrainConfig(epochs=2).epochs
+  >>> metaopt.train.TrainConfig(meta_steps=2).meta_steps
   2
 """
 

@@ -62,7 +62,7 @@ def build_estimator(config: TrainConfig, lopt: LearnedOptimizer, family: TaskFam
       >>> est = build_estimator(TrainConfig(estimator="pes"), lstm_optimizer(),
       ...     quadratic_family())
       >>> est.name, est.config["std"]
-      ('pes', 0.01)
+      ('pes', 0.1)
     """
     learner = build_learner(config, lopt, family)
     run = RunSpec(num_tasks=config.tasks, horizon=config.horizon)

@@ -116,16 +116,16 @@ class TrainConfig:
     ``metaopt train --help``), flat, with every option the run uses filled in.
 
     Example:
-      >>> TrainConfig(epochs=5).epochs
+      >>> TrainConfig(meta_steps=5).meta_steps
       5
       >>> TrainConfig(estimator="pes", options={"std": 0.05}).options["std"]
       0.05
       >>> hash(TrainConfig()) == hash(TrainConfig(options={"truncation": 20}))
       True
-      >>> TrainConfig(epochs=0)
+      >>> TrainConfig(meta_steps=0)
       Traceback (most recent call last):
       ...
-      ValueError: epochs must be a positive integer, got 0
+      ValueError: meta_steps must be a positive integer, got 0
     """
 
     task: str = option("quadratic", "task family", check=_registered(TASKS))
@@ -233,11 +233,12 @@ def _resolve_options(config: TrainConfig, given: dict[str, Any]) -> dict[str, An
     for _, entry in config.entries():
         if entry.options is None:
             continue
-        values = given
         fields = {f.name: f for f in entry.option_fields()}
+        # The entry's own run defaults (Entry.defaults) under what was given.
+        values = {k: v for k, v in entry.defaults.items() if k in fields} | given
         if "truncation" in fields and "truncation" not in given:
             # A default truncation never asks for more steps than the horizon has.
-            values = given | {
+            values = values | {
                 "truncation": min(entry.default(fields["truncation"]), config.horizon)
             }
         used |= dataclasses.asdict(entry.make_options(values))
@@ -349,9 +350,9 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
     Example:
       >>> import tempfile, pathlib
       >>> p = pathlib.Path(tempfile.mkdtemp()) / "run.toml"
-      >>> _ = p.write_text('epochs = 3\nmeta_lr = 0.01\n')
+      >>> _ = p.write_text('meta_steps = 3\nmeta_lr = 0.01\n')
       >>> read_toml(p)
-      {'epochs': 3, 'meta_lr': 0.01}
+      {'meta_steps': 3, 'meta_lr': 0.01}
     """
     path = Path(path)
     try:
@@ -382,7 +383,7 @@ def flatten(config: TrainConfig) -> dict[str, Any]:
 
     Example:
       >>> flatten(TrainConfig(estimator="pes"))["std"]
-      0.01
+      0.1
     """
     values = {f.name: getattr(config, f.name) for f in run_fields()}
     return values | dict(config.options)
@@ -412,12 +413,12 @@ def resolve(
       ValueError: an unknown key, a bad value, or a resumed run's key that differs.
 
     Example:
-      >>> resolve({"epochs": 3}).epochs
+      >>> resolve({"meta_steps": 3}).meta_steps
       3
-      >>> resolve({"epochs": 4}, saved=TrainConfig(epochs=3))
+      >>> resolve({"meta_steps": 4}, saved=TrainConfig(meta_steps=3))
       Traceback (most recent call last):
       ...
-      ValueError: the run was started with a different configuration: epochs = 4 here, 3 in the saved run; start a new run in another directory, or resume without changing these keys
+      ValueError: the run was started with a different configuration: meta_steps = 4 here, 3 in the saved run; start a new run in another directory, or resume without changing these keys
     """  # noqa: E501
     for key, value in given.items():
         check_key(key, value, source)
