@@ -61,11 +61,14 @@ def plot(problems: dict, path) -> None:
     n, cols = len(problems), 2
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows))
+    # One colour per optimizer in every panel, whichever baselines a problem has.
+    names = list(dict.fromkeys(o for p in problems.values() for o in p["optimizers"]))
+    colours = {o: f"C{i}" for i, o in enumerate(names)}
     for ax, (name, p) in zip(np.ravel(axes), problems.items(), strict=False):
         for opt, row in p["optimizers"].items():
             curve = np.asarray(row["heldout_curve"])
             steps = np.linspace(p["steps"] / len(curve), p["steps"], len(curve))
-            ax.plot(steps, curve, label=opt, lw=1.4)
+            ax.plot(steps, curve, label=opt, lw=1.4, color=colours[opt])
         ax.set_yscale("log")
         ax.set_title(f"{name}: held-out loss", fontsize=9)
         ax.set_xlabel("step")
@@ -79,7 +82,9 @@ def plot(problems: dict, path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lopt", nargs="*", default=["versatile"], help="optimizers to judge")
+    parser.add_argument(
+        "--lopt", nargs="*", default=["orthogonal", "versatile"], help="optimizers to judge"
+    )
     parser.add_argument("--suite", choices=sorted(SUITES), default="report")
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every step count")
     parser.add_argument("--quick", action="store_true", help="a smoke run: --scale 0.02, 1 seed")
