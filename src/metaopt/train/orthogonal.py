@@ -21,10 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from metaopt.core.types import Estimator, MetaLearner, TaskFamily
-from metaopt.estimators.mixture import mixture
 from metaopt.estimators.objectives import Objective, custom
-from metaopt.estimators.pes import pes
-from metaopt.estimators.schedules import log_uniform_schedule
 from metaopt.tasks.augment import rescaled
 from metaopt.tasks.batchnorm_conv import batchnorm_conv_family
 from metaopt.tasks.datasets import digits
@@ -32,7 +29,7 @@ from metaopt.tasks.regression import mlp_regression_family
 from metaopt.tasks.text import pydoc_topics
 from metaopt.tasks.transformer_lm import transformer_lm_family
 from metaopt.tasks.wide_mlp import wide_mlp_family
-from metaopt.train.versatile import MAX_LOSS
+from metaopt.train.versatile import MAX_LOSS, pes_mixture
 
 
 def _log(loss: jax.Array) -> jax.Array:
@@ -119,19 +116,13 @@ def orthogonal_estimator(
       >>> est.function_steps
       240
     """
-    schedule = log_uniform_schedule(min_horizon, max_horizon)
-    return mixture(
-        [
-            pes(
-                learner,
-                family,
-                num_tasks=num_tasks,
-                truncation=truncation,
-                horizon=schedule,
-                objective=log_held_out_objective(),
-                std=std,
-                desync=True,
-            )
-            for family in orthogonal_families(max_scale)
-        ]
+    return pes_mixture(
+        learner,
+        orthogonal_families(max_scale),
+        objective=log_held_out_objective(),
+        num_tasks=num_tasks,
+        truncation=truncation,
+        min_horizon=min_horizon,
+        max_horizon=max_horizon,
+        std=std,
     )

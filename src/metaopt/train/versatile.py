@@ -103,6 +103,41 @@ def versatile_estimator(
       >>> est.function_steps
       160
     """
+    return pes_mixture(
+        learner,
+        versatile_families(max_scale),
+        objective=log_loss_objective(),
+        num_tasks=num_tasks,
+        truncation=truncation,
+        min_horizon=min_horizon,
+        max_horizon=max_horizon,
+        std=std,
+    )
+
+
+def pes_mixture(
+    learner: MetaLearner,
+    families: list[TaskFamily],
+    *,
+    objective: Objective,
+    num_tasks: int,
+    truncation: int,
+    min_horizon: int,
+    max_horizon: int,
+    std: float,
+) -> Estimator:
+    """Desynchronized PES on each of ``families`` at log-uniform horizons, as one mixture.
+
+    The meta-training recipe the shipped general-purpose optimizers share.
+
+    Example:
+      >>> from metaopt import learned_optimizer, mlp_optimizer, quadratic_family
+      >>> est = pes_mixture(learned_optimizer(mlp_optimizer()), [quadratic_family()] * 2,
+      ...     objective=log_loss_objective(), num_tasks=2, truncation=5, min_horizon=10,
+      ...     max_horizon=20, std=0.01)
+      >>> est.function_steps
+      40
+    """
     schedule = log_uniform_schedule(min_horizon, max_horizon)
     return mixture(
         [
@@ -112,10 +147,10 @@ def versatile_estimator(
                 num_tasks=num_tasks,
                 truncation=truncation,
                 horizon=schedule,
-                objective=log_loss_objective(),
+                objective=objective,
                 std=std,
                 desync=True,
             )
-            for family in versatile_families(max_scale)
+            for family in families
         ]
     )
